@@ -9,20 +9,20 @@ nothing is skipped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
-import pytest
+import pytest_asyncio
 
 pytest_plugins: list[str] = []
 
 
-@pytest.fixture(autouse=True)
-def _no_stray_asyncio_tasks() -> Iterator[None]:
+@pytest_asyncio.fixture(autouse=True)
+async def _no_stray_asyncio_tasks() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks running on its loop (kopf's hygiene rule)."""
     yield
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not asyncio.current_task()]
-    assert not pending, f"unattended asyncio tasks: {pending!r}"
+    await asyncio.sleep(0)  # let tasks that are already finishing finish
+    me = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in pending:
+        task.cancel()
+    assert not pending, f"unattended asyncio tasks left by the test: {pending!r}"

@@ -1,0 +1,49 @@
+# Eventplane developer entry points. Works on a fresh machine with only python3 and make:
+# Poetry is installed into its own tool environment if missing, the project into ./.venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+POETRY_HOME ?= $(HOME)/.local/share/eventplane-poetry
+POETRY ?= $(shell command -v poetry 2>/dev/null || echo $(POETRY_HOME)/bin/poetry)
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench clean help
+
+help:
+	@echo "make demo    run the main job on the embedded default (SQLite + embedded bus, no servers)"
+	@echo "make test    run the whole test suite (throwaway PostgreSQL/NATS unless EVENTPLANE_TEST_*_URL set)"
+	@echo "make lint    ruff + mypy --strict on eventplane/ + import-linter layer contracts"
+	@echo "make bench   store, bus and end-to-end benchmarks (ratios against the raw drivers)"
+	@echo "make install set up only (Poetry in its own env, project into ./.venv)"
+
+$(POETRY_HOME)/bin/poetry:
+	$(PYTHON) -m venv $(POETRY_HOME)
+	$(POETRY_HOME)/bin/pip install --quiet --disable-pip-version-check poetry
+
+$(BIN)/.installed: pyproject.toml poetry.lock | $(POETRY)
+	POETRY_VIRTUALENVS_IN_PROJECT=true POETRY_VIRTUALENVS_CREATE=true \
+		$(POETRY) install --no-interaction --quiet
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/evtctl apply Organization -f examples/org.yaml --dry-run -o json
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install
+	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/bus.py
+	$(BIN)/python benchmarks/e2e.py
+
+clean:
+	rm -rf .eventplane .pytest_cache .mypy_cache .ruff_cache .hypothesis
