@@ -24,8 +24,8 @@ __all__ = [
     "SUBJECT_PREFIX",
     "Bus",
     "ConsumerConfig",
-    "Delivery",
     "DeliverPolicy",
+    "Delivery",
     "Subscription",
     "subject_filter",
     "subject_for",
@@ -97,7 +97,7 @@ class Subscription(ABC):
     """A pull consumer bound to one durable name."""
 
     @abstractmethod
-    async def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[Delivery]:
+    async def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[Delivery]:  # noqa: ASYNC109
         """Up to ``batch`` deliveries; returns [] (never raises) when none arrive in time."""
 
     @abstractmethod
