@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.nats"]
 
 
 @pytest_asyncio.fixture(autouse=True)
