@@ -1,0 +1,5 @@
+"""Organization specs (registered by kind through ``eventplane.registry``)."""
+
+from apps.organization.specs.organization import OrganizationSpec
+
+__all__ = ["OrganizationSpec"]
