@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-pytest_plugins: list[str] = ["tests.fixtures.nats"]
+pytest_plugins: list[str] = ["tests.fixtures.nats", "tests.fixtures.postgres"]
 
 
 @pytest_asyncio.fixture(autouse=True)
