@@ -1,0 +1,516 @@
+"""PostgreSQL EventStore (asyncpg): the production backend.
+
+Part of ``eventplane.store``; built by ``open_store("postgresql://…")`` and used by the
+controller runtime, relay, projection workers and CLI. The schema comes from the numbered
+migrations in ``sqls/`` (``evtctl db migrate``); this module only checks it is there.
+
+Design points:
+
+- **One round trip per append.** ``eventplane_append(...)`` (sqls/0001) does the
+  idempotency check, the version check, position assignment, the insert and the NOTIFY
+  doorbell; the batch travels as column arrays, the bodies pre-encoded by orjson.
+- **Global order without skips.** The append function first locks the single
+  ``eventplane_head`` row and holds the lock until the transaction ends; positions are
+  assigned from that row while the lock is held. So position N+1 cannot be handed out
+  before the transaction holding N has committed or rolled back (and a rollback returns
+  its positions, because the head update rolls back with it). PostgreSQL makes a commit
+  visible before it releases the transaction's locks, therefore rows become visible in
+  position order and a follower doing ``read_all(after=last_seen)`` never misses a row
+  that "commits later with a lower position" — there is no such row. The price is that
+  appends are serialized store-wide (each holds the lock across its commit); readers
+  are never blocked. No time-outs, no gap detection.
+- **Tenancy.** Every query carries ``tenant = $n`` when the store is tenant-scoped, and
+  each pooled connection declares its scope to row-level security through the
+  ``eventplane.tenant`` setting sent in the connection's startup packet (a tenant name,
+  or ``*`` for a system store). Because it is a startup parameter it survives the pool's
+  ``RESET ALL`` and holds for every transaction on that connection without a round trip.
+- **Failures.** Driver exceptions become ``eventplane.errors``. Reads are retried on a
+  lost connection (they are side-effect free); appends are not — they raise
+  ``StoreUnavailableError`` saying the outcome is unknown and that retrying the same
+  events is safe (appends are idempotent by event id).
+- **Doorbell.** ``wait_for_append`` LISTENs on a dedicated connection (not pooled),
+  reconnecting after the connection drops and reporting a possible miss by returning True.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from eventplane.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventplaneError,
+    FieldError,
+    StoreError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from eventplane.event.model import Event, stream_id
+from eventplane.store._common import (
+    DEFAULT_MAX_EVENT_BYTES,
+    check_read_scope,
+    check_stored_batch,
+    event_from_row,
+    expected_as_int,
+    prepare_batch,
+    scoped_filter,
+)
+from eventplane.store.base import EventFilter, EventStore, ExpectedVersion
+
+__all__ = ["NOTIFY_CHANNEL", "SYSTEM_SCOPE", "PostgresEventStore"]
+
+NOTIFY_CHANNEL = "eventplane_events"
+SYSTEM_SCOPE = "*"  # the eventplane.tenant value of a system-scoped connection
+_READ_ATTEMPTS = 4
+_T = TypeVar("_T")
+
+_COLUMNS = (
+    'id, tenant, kind, name, stream_version, "position", type, category, actor, '
+    "correlation_id, causation_id, generation, occurred_at, recorded_at, body"
+)
+_APPEND_SQL = (
+    "SELECT outcome, out_id, out_stream_version, out_position, out_recorded_at "
+    "FROM eventplane_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+
+# Connection-level failures: the request may not have reached the server, or its answer
+# was lost. Class 08 (connection exception) and 57P01-57P03 (terminated / shutting down).
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    # jsonb binary format = version byte 1 + JSON text; bodies arrive pre-encoded.
+    return b"\x01" + (value if isinstance(value, bytes) else orjson.dumps(value))
+
+
+def _decode_jsonb(value: bytes) -> Any:
+    return orjson.loads(value[1:])
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+def _unavailable(exc: BaseException, what: str) -> StoreUnavailableError:
+    return StoreUnavailableError(f"PostgreSQL event store unreachable during {what}: {exc}")
+
+
+def _translate(exc: BaseException, what: str) -> EventplaneError:
+    """Map a driver exception to Eventplane's hierarchy (caller does ``raise ... from``)."""
+    if isinstance(exc, EventplaneError):
+        return exc
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return _unavailable(exc, what)
+    if isinstance(exc, asyncpg.exceptions.UndefinedTableError | asyncpg.UndefinedFunctionError):
+        return StoreError(
+            f"the event store schema is missing or outdated ({exc}); "
+            "run `evtctl db migrate` against this database"
+        )
+    if isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError):
+        return StoreError(f"{what} refused by PostgreSQL: {exc}")
+    return StoreError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+class PostgresEventStore(EventStore):
+    """EventStore on PostgreSQL. Construct through ``open_store``; connects lazily."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        tenant: str | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        auto_migrate: bool = False,
+    ) -> None:
+        self.dsn = dsn
+        self._auto_migrate = auto_migrate
+        self.tenant = tenant
+        self.max_event_bytes = max_event_bytes
+        self._min_pool = min_pool_size
+        self._max_pool = max_pool_size
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._listener: asyncpg.Connection | None = None
+        self._listened_before = False
+        self._doorbell = asyncio.Event()
+        self._closed = False
+
+    # -- connections ----------------------------------------------------------------------
+
+    @property
+    def _scope(self) -> str:
+        return self.tenant if self.tenant is not None else SYSTEM_SCOPE
+
+    async def connect(self) -> None:
+        """Open the pool and check the schema (called lazily by every operation)."""
+        await self._get_pool()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._closed:
+            raise StoreError("the event store is closed; open a new one")
+        async with self._pool_lock:
+            if self._pool is None:
+                if self._auto_migrate:
+                    from eventplane.store.migrations import migrate
+
+                    await migrate(self.dsn)
+                try:
+                    pool = await asyncpg.create_pool(
+                        self.dsn,
+                        min_size=self._min_pool,
+                        max_size=self._max_pool,
+                        init=_init_connection,
+                        timeout=self._connect_timeout,
+                        server_settings={"eventplane.tenant": self._scope},
+                    )
+                except Exception as exc:
+                    raise _translate(exc, "connect") from exc
+                try:
+                    async with pool.acquire() as conn:
+                        present = await conn.fetchval(
+                            "SELECT to_regprocedure('eventplane_append(text, text, text, "
+                            "bigint, uuid[], text[], text[], text[], uuid[], uuid[], bigint[], "
+                            "timestamptz[], jsonb[])') IS NOT NULL"
+                        )
+                except Exception as exc:
+                    await pool.close()
+                    raise _translate(exc, "connect") from exc
+                if not present:
+                    await pool.close()
+                    raise StoreError(
+                        "the event store schema is missing in this database; "
+                        "run `evtctl db migrate` (or open_store(..., migrate=True))"
+                    )
+                self._pool = pool
+        assert self._pool is not None
+        return self._pool
+
+    async def _read(self, what: str, op: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+        """Run a read-only operation, retrying on a lost connection (reads are safe to redo)."""
+        delay = 0.05
+        for attempt in range(_READ_ATTEMPTS):
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as conn:
+                    return await op(conn)
+            except _CONNECTION_ERRORS as exc:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise _unavailable(exc, what) from exc
+                await asyncio.sleep(delay)
+                delay *= 4
+            except EventplaneError:
+                raise
+            except Exception as exc:
+                raise _translate(exc, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(self, what: str, op: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as conn:
+                return await op(conn)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailableError(
+                f"PostgreSQL connection lost during {what}: {exc}. The outcome is unknown; "
+                "retrying with the same events is safe (appends are idempotent by event id)"
+            ) from exc
+        except EventplaneError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what) from exc
+
+    # -- append ---------------------------------------------------------------------------
+
+    async def append(
+        self, events: Sequence[Event], *, expected_version: ExpectedVersion
+    ) -> list[Event]:
+        expected = expected_as_int(expected_version)
+        batch = prepare_batch(
+            events, store_tenant=self.tenant, max_event_bytes=self.max_event_bytes
+        )
+        if not batch:
+            return []
+        first = batch[0].event
+        evs = [v.event for v in batch]
+        metas = [e.metadata for e in evs]
+        args = (
+            first.tenant,
+            first.kind,
+            first.name,
+            expected,
+            [e.id for e in evs],
+            [e.type for e in evs],
+            [e.category.value for e in evs],
+            [m.actor for m in metas],
+            [m.correlation_id for m in metas],
+            [m.causation_id for m in metas],
+            [m.generation for m in metas],
+            [m.occurred_at for m in metas],
+            [v.body for v in batch],
+        )
+
+        async def run(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            try:
+                return await _fetch(conn, _APPEND_SQL, *args)
+            except asyncpg.exceptions.UniqueViolationError as exc:
+                # Only reachable for an id stored under a tenant this connection cannot
+                # see (RLS hides it from the function's idempotency check).
+                raise DuplicateEventError(_first_id(exc, evs)) from exc
+            except asyncpg.exceptions.UntranslatableCharacterError as exc:
+                raise ValidationError(
+                    f"event {first.id} ({first.type}) cannot be stored",
+                    [FieldError("data", str(exc), "remove NUL (\\u0000) characters")],
+                ) from exc
+
+        rows = await self._write("append", run)
+        outcome = rows[0][0]
+        if outcome == 0:
+            self._doorbell.set()
+            return [
+                e.recorded(stream_version=r[2], position=r[3], recorded_at=r[4])
+                for e, r in zip(evs, rows, strict=True)
+            ]
+        if outcome == 1:
+            raise ConcurrencyError(
+                stream_id(first.tenant, first.kind, first.name), expected_version, rows[0][2]
+            )
+        stored_ids = [r[1] for r in rows]
+        stored = {e.id: e for e in await self._events_by_id(stored_ids)}
+        return check_stored_batch(evs, stored, all_stored=outcome == 2)
+
+    async def _events_by_id(self, ids: list[UUID]) -> list[Event]:
+        async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await _fetch(
+                conn, f"SELECT {_COLUMNS} FROM eventplane_events WHERE id = ANY($1::uuid[])", ids
+            )
+
+        return [event_from_row(*r) for r in await self._read("read", op)]
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read_stream(
+        self, tenant: str, kind: str, name: str, *, from_version: int = 0
+    ) -> list[Event]:
+        check_read_scope(self.tenant, tenant)
+
+        async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await _fetch(
+                conn,
+                f"SELECT {_COLUMNS} FROM eventplane_events "
+                "WHERE tenant = $1 AND kind = $2 AND name = $3 AND stream_version > $4 "
+                "ORDER BY stream_version",
+                tenant,
+                kind,
+                name,
+                from_version,
+            )
+
+        return [event_from_row(*r) for r in await self._read("read_stream", op)]
+
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, filter: EventFilter | None = None
+    ) -> list[Event]:
+        flt = scoped_filter(self.tenant, filter)
+        where = ['"position" > $1']
+        params: list[Any] = [after]
+
+        def add(column: str, values: tuple[str, ...]) -> None:
+            if values:
+                params.append(list(values))
+                where.append(f"{column} = ANY(${len(params)}::text[])")
+
+        if flt.tenant is not None:
+            params.append(flt.tenant)
+            where.append(f"tenant = ${len(params)}")
+        add("kind", flt.kinds)
+        add("name", flt.names)
+        add("category", tuple(c.value for c in flt.categories))
+        add("type", flt.types)
+        add("actor", flt.actors)
+        params.append(limit)
+        sql = (
+            f"SELECT {_COLUMNS} FROM eventplane_events WHERE {' AND '.join(where)} "
+            f'ORDER BY "position" LIMIT ${len(params)}'
+        )
+
+        async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await _fetch(conn, sql, *params)
+
+        return [event_from_row(*r) for r in await self._read("read_all", op)]
+
+    async def last_position(self) -> int:
+        async def op(conn: asyncpg.Connection) -> int:
+            if self.tenant is None:
+                value = await conn.fetchval('SELECT max("position") FROM eventplane_events')
+            else:
+                value = await conn.fetchval(
+                    'SELECT max("position") FROM eventplane_events WHERE tenant = $1',
+                    self.tenant,
+                )
+            return int(value or 0)
+
+        return await self._read("last_position", op)
+
+    async def get_event(self, event_id: object) -> Event | None:
+        try:
+            uid = event_id if isinstance(event_id, UUID) else UUID(str(event_id))
+        except ValueError as exc:
+            raise ValidationError(
+                "bad event id", [FieldError("event_id", f"{event_id!r} is not a UUID")]
+            ) from exc
+        sql = f"SELECT {_COLUMNS} FROM eventplane_events WHERE id = $1"
+        params: list[Any] = [uid]
+        if self.tenant is not None:
+            sql += " AND tenant = $2"
+            params.append(self.tenant)
+
+        async def op(conn: asyncpg.Connection) -> asyncpg.Record | None:
+            return await conn.fetchrow(sql, *params)
+
+        row = await self._read("get_event", op)
+        return event_from_row(*row) if row is not None else None
+
+    # -- followers ------------------------------------------------------------------------
+
+    def _ring(self, *_: object) -> None:
+        self._doorbell.set()
+
+    def _on_listener_lost(self, *_: object) -> None:
+        self._doorbell.set()  # wake the waiter: it re-reads, and the next wait re-listens
+
+    async def _ensure_listener(self) -> bool:
+        """Listen if not listening; True when a connection was (re)opened just now."""
+        if self._listener is not None and not self._listener.is_closed():
+            return False
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._listener.terminate()
+            self._listener = None
+        conn = await asyncpg.connect(self.dsn, timeout=self._connect_timeout)
+        await conn.add_listener(NOTIFY_CHANNEL, self._ring)
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+        return True
+
+    async def wait_for_append(self, timeout: float) -> bool:  # noqa: ASYNC109 (the port's signature)
+        if self._doorbell.is_set():
+            self._doorbell.clear()
+            return True
+        try:
+            reconnected = await self._ensure_listener()
+        except Exception:
+            # Without a listener we can only poll: let the caller re-read after the timeout.
+            await asyncio.sleep(timeout)
+            return False
+        if reconnected and self._listened_before:
+            return True  # appends during the outage went unheard: report a possible miss
+        self._listened_before = True
+        try:
+            await asyncio.wait_for(self._doorbell.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._doorbell.clear()
+        return True
+
+    async def load_checkpoint(self, name: str) -> int:
+        async def op(conn: asyncpg.Connection) -> int:
+            value = await conn.fetchval(
+                'SELECT "position" FROM eventplane_checkpoints WHERE name = $1', name
+            )
+            return int(value or 0)
+
+        return await self._read("load_checkpoint", op)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        async def op(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                'INSERT INTO eventplane_checkpoints (name, "position", updated_at) '
+                "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (name) DO UPDATE "
+                'SET "position" = excluded."position", updated_at = excluded.updated_at',
+                name,
+                position,
+            )
+
+        await self._write("save_checkpoint", op)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        async def op(conn: asyncpg.Connection) -> bool:
+            # The database clock decides expiry, so processes on different hosts agree.
+            owner = await conn.fetchval(
+                "INSERT INTO eventplane_leases (name, holder, expires_at) "
+                "VALUES ($1, $2, clock_timestamp() + $3::interval) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "expires_at = excluded.expires_at "
+                "WHERE eventplane_leases.holder = excluded.holder "
+                "OR eventplane_leases.expires_at <= clock_timestamp() "
+                "RETURNING holder",
+                name,
+                holder,
+                timedelta(seconds=ttl),
+            )
+            return bool(owner == holder)
+
+        return await self._write("acquire_lease", op)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async def op(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "DELETE FROM eventplane_leases WHERE name = $1 AND holder = $2", name, holder
+            )
+
+        await self._write("release_lease", op)
+
+    async def close(self) -> None:
+        self._closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=2)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except Exception:
+                pool.terminate()
+
+
+async def _fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[Any]:
+    rows: list[Any] = await conn.fetch(sql, *args)
+    return rows
+
+
+def _first_id(exc: BaseException, events: Sequence[Event]) -> object:
+    detail = getattr(exc, "detail", "") or ""
+    for event in events:
+        if str(event.id) in detail:
+            return event.id
+    return events[0].id
