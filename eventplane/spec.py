@@ -291,8 +291,10 @@ def validation_errors(
             fix = f"remove it; {where} accepts: {allowed}" if len(loc) == 1 else "remove it"
             errors.append(FieldError(path, "unknown field", fix))
         else:
-            msg = err["msg"]
-            errors.append(FieldError(path, msg, desc))
+            msg = err["msg"].removeprefix("Value error, ")
+            errors.append(
+                FieldError(path, msg, f"expected {desc[0].lower()}{desc[1:]}" if desc else "")
+            )
     return errors
 
 

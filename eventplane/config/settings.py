@@ -73,7 +73,7 @@ __all__ = [
 CONFIG_FILENAME = ".eventplane.toml"
 ENV_PREFIX = "EVENTPLANE_"
 _STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
-_BUS_SCHEMES = ("sqlite", "postgresql", "postgres", "nats", "tls", "memory")
+_BUS_SCHEMES = ("sqlite", "postgresql", "postgres", "nats", "tls", "ws", "wss", "memory")
 
 
 class _Section(BaseModel):

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import pydantic
 
-from eventplane.errors import FieldError, ValidationError
+from eventplane.errors import FieldError, ManifestError, ValidationError
 from eventplane.event.model import Category, Event, EventMetadata
 from eventplane.spec import Manifest, ResourceSpec, SpecLookup, validation_errors
 from eventplane.utils import DNS_LABEL_RE, is_dns_label, utcnow, uuid7
@@ -158,6 +158,52 @@ class EventFactory:
             event_id=event_id,
             registry=registry,
         )
+
+    @classmethod
+    def from_manifests(
+        cls,
+        manifests: list[Manifest],
+        *,
+        actor: str,
+        tenant: str,
+        tenant_pinned: bool = False,
+        source: str = DEFAULT_SOURCE,
+        now: datetime | None = None,
+        registry: SpecLookup | None = None,
+    ) -> list[Event]:
+        """One intent per manifest, all sharing one correlation id (one ``apply``).
+
+        With ``tenant_pinned`` (the caller chose the tenant explicitly) a manifest naming
+        another tenant is an error rather than silently moving the resource.
+        """
+        if tenant_pinned:
+            for manifest in manifests:
+                if manifest.tenant is not None and manifest.tenant != tenant:
+                    raise ManifestError(
+                        "tenant mismatch",
+                        [
+                            FieldError(
+                                "metadata.tenant",
+                                f"is {manifest.tenant!r} but the selected tenant is {tenant!r}",
+                                f"remove metadata.tenant or select tenant {manifest.tenant!r}",
+                            )
+                        ],
+                        document=manifest.document,
+                    )
+        intents: list[Event] = []
+        for manifest in manifests:
+            intents.append(
+                cls.from_manifest(
+                    manifest,
+                    actor=actor,
+                    tenant=tenant,
+                    source=source,
+                    correlation_id=intents[0].id if intents else None,
+                    now=now,
+                    registry=registry,
+                )
+            )
+        return intents
 
     @classmethod
     def delete_intent(

@@ -1,0 +1,92 @@
+"""What every evtctl command shares: the CLI context object and output rendering.
+
+Imported by ``evtctl.main`` (which builds the context) and by each module in
+``evtctl/commands`` (which receive it through ``pass_cli``). Holds no logic beyond
+resolving settings lazily and printing.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+import yaml
+
+from eventplane.config import Settings, load_settings
+from eventplane.registry import Registry, get_default_registry
+
+__all__ = ["OUTPUT_FORMATS", "CliContext", "pass_cli", "render"]
+
+OUTPUT_FORMATS = ("json", "yaml", "table")
+
+
+@dataclass
+class CliContext:
+    """Global options, and settings loaded on first use (so ``--help`` never reads files)."""
+
+    config_path: Path | None = None
+    tenant: str | None = None  # set only when given explicitly (--tenant / EVTCTL_TENANT)
+    store_url: str | None = None
+    bus_url: str | None = None
+    verbose: int = 0
+    output: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            loaded = load_settings(config_path=self.config_path)
+            self._settings = loaded.with_overrides(
+                tenant=self.tenant, store_url=self.store_url, bus_url=self.bus_url
+            )
+        return self._settings
+
+    def registry(self) -> Registry:
+        return get_default_registry()
+
+    def actor(self) -> str:
+        """Who is asking: the configured actor, else the OS user."""
+        configured = self.settings().security.actor
+        if configured:
+            return configured
+        try:
+            return f"user:{getpass.getuser()}"
+        except (KeyError, OSError):  # no passwd entry (containers)
+            return "user:unknown"
+
+    def output_format(self, local: str | None, default: str) -> str:
+        return local or self.output or default
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [
+        [str(row.get(c, "") if row.get(c) is not None else "") for c in columns] for row in rows
+    ]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def render(data: Any, fmt: str, *, columns: Sequence[str] | None = None) -> None:
+    """Print ``data`` as JSON, YAML or (for a list of dicts with ``columns``) a table."""
+    if fmt == "json":
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    elif fmt == "yaml":
+        if isinstance(data, list):
+            click.echo(yaml.safe_dump_all(data, sort_keys=False, allow_unicode=True), nl=False)
+        else:
+            click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    elif columns is not None:
+        rows = data if isinstance(data, list) else [data]
+        click.echo(_table(rows, columns))
+    else:  # no tabular form: JSON is the most readable fallback
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
