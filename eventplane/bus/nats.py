@@ -239,6 +239,8 @@ class NatsBus(Bus):
             if holder:
                 holder[0]._lost.set()
                 holder[0]._error_logged = False
+                if holder[0]._closed:
+                    return  # our own close(), not an outage
             log.warning("bus: disconnected from NATS %s; reconnecting until it is back", redacted)
 
         async def on_reconnected() -> None:
@@ -315,7 +317,8 @@ class NatsBus(Bus):
                     # Someone else created it in between; fall through and compare.
                     info = await jsm.stream_info(STREAM_NAME)
             current = info.config
-            if current.storage is not jsapi.StorageType.FILE:
+            # nats-py leaves enum fields of a server response as plain strings.
+            if str(getattr(current.storage, "value", current.storage)) != "file":
                 log.warning(
                     "bus: stream %s uses %s storage, so messages do not survive a server "
                     "restart; recreate it with file storage",
