@@ -91,7 +91,7 @@ class EventFactory:
                         )
                     ],
                 )
-            raw: Mapping[str, Any] = spec.model_dump(mode="json")
+            raw: Mapping[str, Any] = spec.model_dump(mode="json", warnings=False)
         else:
             if kind is None:
                 raise ValidationError(

@@ -22,7 +22,7 @@ from eventplane.controller import (
     fact,
 )
 from eventplane.event import Category, ConditionStatus, Event, ResourceState
-from tests.unit.simulate import T0, event_id, org_delete, org_intent
+from tests.unit.simulate import event_id, org_delete, org_intent
 
 
 def test_nothing_is_done_with_no_effects() -> None:
@@ -138,7 +138,7 @@ def test_context_takes_now_from_the_trigger_and_derives_stable_time_ordered_ids(
 
 def test_context_refuses_naive_time() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        ReconcileContext(now=datetime(2026, 1, 1), trigger_id=event_id(1))  # noqa: DTZ001
+        ReconcileContext(now=datetime(2026, 1, 1), trigger_id=event_id(1))
     assert (
         ReconcileContext(now=datetime(2026, 1, 1, tzinfo=UTC), trigger_id=event_id(1)).attempt == 1
     )
@@ -183,4 +183,3 @@ def test_controller_kind_must_be_pascal_case() -> None:
                 self, event: Event, state: ResourceState, ctx: ReconcileContext
             ) -> ControllerDecision:
                 return ControllerDecision.nothing()
-

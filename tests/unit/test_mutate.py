@@ -105,7 +105,7 @@ def test_delete_intent_for_a_missing_resource_is_rejected_with_not_found() -> No
 
 def test_requested_intent_while_deletion_is_in_progress_is_rejected() -> None:
     stream = created()
-    stream.append([e for e in decide(stream, ControllerDecision.done(add_finalizers=[FIN]))])
+    decide(stream, ControllerDecision.done(add_finalizers=[FIN]))
     delete = org_delete(2)
     stream.append(admit_intent(stream.state, delete, ReconcileContext.for_trigger(delete)))
     again = org_intent(3, plan="free")
