@@ -194,6 +194,9 @@ _VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 
+# Shorter than the shortest pattern ("x://:p@"): skip the scan for the many tiny values.
+_MIN_SECRET_LENGTH = 7
+
 # Candidate JWTs; each candidate is confirmed by decoding its header (see _is_jwt).
 _JWT_CANDIDATE_RE = re.compile(
     r"(?<![A-Za-z0-9_-])(eyJ[A-Za-z0-9_-]{6,})\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*(?![A-Za-z0-9_-])"
@@ -211,6 +214,8 @@ def _is_jwt_header(segment: str) -> bool:
 
 def _value_findings(value: str) -> Iterator[str]:
     """What kinds of secret material ``value`` contains (descriptions, no duplicates)."""
+    if len(value) < _MIN_SECRET_LENGTH:
+        return
     seen: set[str] = set()
     for description, pattern in _VALUE_PATTERNS:
         if description not in seen and pattern.search(value):
@@ -241,6 +246,7 @@ _SECRET_KEY_TAILS: tuple[tuple[str, ...], ...] = tuple(
         "private_key",
         "privatekey",
         "secret_key",
+        "secret_access_key",
         "signing_key",
         "encryption_key",
         "client_secret",
