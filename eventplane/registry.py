@@ -206,6 +206,8 @@ class Registry:
     ) -> Registry:
         """Register every domain under ``packages`` and the ``eventplane.apps`` entry points."""
         for root in packages:
+            if importlib.util.find_spec(root) is None:
+                continue  # e.g. an install that ships only third-party domains
             module = importlib.import_module(root)
             for info in sorted(
                 pkgutil.iter_modules(getattr(module, "__path__", [])), key=lambda i: i.name
