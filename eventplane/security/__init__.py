@@ -3,10 +3,18 @@
 Security layer, beside ``eventplane.event`` (it reads ``Event``; ``EventFactory`` calls the
 secret guard). Used by ``evtctl`` at the edge (guard, sign, authorize before publishing) and by
 the controller runtime on every delivery (subject/tenant check, guard, verify, authorize).
-``secrets`` is imported first and depends on nothing of ``eventplane.event`` at import time,
-so ``eventplane.event.factory`` may import it without a cycle.
+``identity`` is the glue from ``eventplane.config.SecuritySettings`` to keys and policy.
+
+``eventplane.event.factory`` may import ``eventplane.security.secrets``: the security modules
+need only ``eventplane.event.model`` (which imports nothing of ``security``), so the two
+packages import cleanly in either order.
 """
 
+from eventplane.security.identity import (
+    actor_identity,
+    policy_from_settings,
+    trusted_keys_from_settings,
+)
 from eventplane.security.policy import Decision, Policy, PolicyDeniedError, PolicyRuleLike, Verb
 from eventplane.security.secrets import (
     SECRET_REF_PREFIX,
@@ -63,6 +71,7 @@ __all__ = [
     "TrustedKeys",
     "Verb",
     "VerifiedActor",
+    "actor_identity",
     "canonical_intent_bytes",
     "check_subject_tenant",
     "ensure_event_has_no_secret_material",
@@ -77,6 +86,8 @@ __all__ = [
     "load_seed_file",
     "parse_secret_ref",
     "parse_subject",
+    "policy_from_settings",
     "sign_intent",
+    "trusted_keys_from_settings",
     "verify_intent",
 ]
