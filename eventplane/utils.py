@@ -64,7 +64,9 @@ def parse_time(value: str) -> datetime:
     """Parse RFC 3339 (``Z`` or an offset) into an aware UTC datetime."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
-        raise ValueError(f"time {value!r} has no UTC offset; use RFC 3339, e.g. 2026-01-01T00:00:00Z")
+        raise ValueError(
+            f"time {value!r} has no UTC offset; use RFC 3339, e.g. 2026-01-01T00:00:00Z"
+        )
     return parsed.astimezone(UTC)
 
 

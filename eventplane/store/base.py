@@ -95,7 +95,7 @@ class EventStore(ABC):
     # -- support for followers (relay, workers) -------------------------------------------
 
     @abstractmethod
-    async def wait_for_append(self, timeout: float) -> bool:
+    async def wait_for_append(self, timeout: float) -> bool:  # noqa: ASYNC109 (the port)
         """Block until an append may have happened (in this process, or anywhere when the
         backend can tell — PostgreSQL LISTEN/NOTIFY) or ``timeout`` seconds pass.
 
