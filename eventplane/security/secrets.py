@@ -140,7 +140,9 @@ SecretRef = Annotated[
         {
             "type": "string",
             "format": "secretref",
-            "pattern": _SECRET_REF_RE.pattern,
+            # Same as _SECRET_REF_RE without Python's (?P<name>) groups, which ECMA-262
+            # (JSON Schema's regex dialect) spells differently.
+            "pattern": re.sub(r"\(\?P<[a-z]+>", "(", _SECRET_REF_RE.pattern),
             "maxLength": SECRET_REF_MAX_LENGTH,
             "description": "opaque handle to a secret: secretref://<provider>/<path>[#<field>]",
         }

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -353,3 +354,12 @@ def test_secret_ref_field_documents_itself_in_the_json_schema() -> None:
 
     assert schema["format"] == "secretref"
     assert schema["pattern"].startswith("^secretref://")
+
+
+def test_secret_ref_json_schema_pattern_is_portable_and_matches_handles() -> None:
+    schema = _DatabaseSpec.model_json_schema()["properties"]["password"]
+    validator = jsonschema.Draft202012Validator(schema)
+
+    assert "?P<" not in schema["pattern"]  # ECMA-262 regexes have no Python named groups
+    assert all(validator.is_valid(ref) for ref in VALID_REFS)
+    assert not validator.is_valid("hunter2")
