@@ -1,0 +1,101 @@
+"""Fixtures for the projection worker tests: a real store per backend, a read-model
+engine on the same database, and a pipeline that records Organization histories in the
+store the way the runtime does (admit → fold → reconcile → mutate → append).
+
+SQLite gets a fresh file per test; PostgreSQL a fresh migrated database per test (the
+read-model tables and checkpoints are database-wide, so tests must not share one).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from apps.organization.controllers import OrganizationController
+from eventplane.event import (
+    Category,
+    Event,
+    ReconcileContext,
+    ResourceState,
+    admit_intent,
+    apply_decision,
+    fold,
+)
+from eventplane.projection import create_read_model_engine
+from eventplane.store import EventStore, migrate, open_store
+from tests.fixtures.postgres import with_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/eventplane.db"
+        return
+    admin: str = request.getfixturevalue("postgres_admin_url")
+    name = f"eventplane_proj_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin, timeout=15)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(admin, name)
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        conn = await asyncpg.connect(admin, timeout=15)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[EventStore]:
+    async with open_store(store_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    created = create_read_model_engine(store_url)
+    try:
+        yield created
+    finally:
+        await created.dispose()
+
+
+class Pipeline:
+    """The runtime's per-intent steps against a real store, synchronously."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.controller = OrganizationController()
+
+    async def deliver(self, intent: Event) -> list[Event]:
+        initial = ResourceState.empty(*intent.stream)
+        state = fold(await self.store.read_stream(*intent.stream), initial=initial)
+        admitted = await self.store.append(
+            admit_intent(state, intent, ReconcileContext.for_trigger(intent)),
+            expected_version=state.version,
+        )
+        if admitted[0].category is not Category.INTENT:
+            return admitted  # rejected
+        state = fold(admitted, initial=state)
+        trigger = admitted[0]
+        ctx = ReconcileContext.for_trigger(trigger)
+        decision = self.controller.reconcile(trigger, state, ctx)
+        written = await self.store.append(
+            apply_decision(state, trigger, decision, ctx), expected_version=state.version
+        )
+        return admitted + written
+
+
+@pytest.fixture
+def pipeline(store: EventStore) -> Pipeline:
+    return Pipeline(store)
