@@ -3,7 +3,8 @@ in-memory bus, and helpers to publish intents and read streams back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,13 @@ class Harness:
 @pytest.fixture
 def harness(store: EventStore, bus: InMemoryBus) -> Harness:
     return Harness(store, bus)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
+    """Wait until ``check()`` holds (polling the store); fail after ``within`` seconds.
+    A bound on waiting, not a timing assertion."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.005)
