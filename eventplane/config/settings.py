@@ -28,7 +28,7 @@ Example::
 
     [runtime]
     max_concurrency = 16
-    backoff_base = 1.0       # seconds
+    backoff_base = 0.005     # seconds, doubling per attempt
     backoff_cap = 60.0
     max_attempts = 8
 
@@ -84,7 +84,7 @@ class RuntimeSettings(_Section):
     """Knobs of the controller runtime."""
 
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
-    backoff_base: Annotated[float, Field(gt=0, le=3600)] = 1.0  # seconds
+    backoff_base: Annotated[float, Field(gt=0, le=3600)] = 0.005  # seconds; doubles per attempt (client-go's 5 ms start)
     backoff_cap: Annotated[float, Field(gt=0, le=86400)] = 60.0  # seconds
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 8
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0  # seconds
