@@ -84,7 +84,7 @@ class RuntimeSettings(_Section):
     """Knobs of the controller runtime."""
 
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
-    backoff_base: Annotated[float, Field(gt=0, le=3600)] = 0.005  # seconds; doubles per attempt (client-go's 5 ms start)
+    backoff_base: Annotated[float, Field(gt=0, le=3600)] = 0.005  # s, doubling (client-go)
     backoff_cap: Annotated[float, Field(gt=0, le=86400)] = 60.0  # seconds
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 8
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0  # seconds
