@@ -1,0 +1,224 @@
+"""PostgreSQL-only guarantees: append-only at the SQL level, row-level security as the
+application role, lost connections, migrations and the schema's agreement with tables.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from eventplane.errors import StoreUnavailableError, ValidationError
+from eventplane.store import EventStore, migrate, open_store, status
+from eventplane.store.tables import store_tables
+from tests.fixtures.postgres import with_database
+
+from .conftest import EventMaker
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str) -> AsyncIterator[EventStore]:
+    async with open_store(postgres_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to the session's database (bypasses RLS, not triggers)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE eventplane_events SET type = 'Organization.Forged' WHERE tenant = $1",
+        "DELETE FROM eventplane_events WHERE tenant = $1",
+        "TRUNCATE eventplane_events",
+    ],
+)
+async def test_update_delete_and_truncate_of_events_fail_even_for_a_superuser(
+    pg_store: EventStore,
+    admin: asyncpg.Connection,
+    make_event: EventMaker,
+    tenant: str,
+    statement: str,
+) -> None:
+    [stored] = await pg_store.append([make_event()], expected_version=0)
+    args = [tenant] if "$1" in statement else []
+    with pytest.raises(asyncpg.PostgresError, match="append-only") as caught:
+        await admin.execute(statement, *args)
+    assert caught.value.sqlstate == "EP403"
+    assert await pg_store.read_stream(tenant, "Organization", "acme") == [stored]
+
+
+async def test_the_application_role_may_only_insert_and_select_events(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker, tenant: str
+) -> None:
+    await pg_store.append([make_event()], expected_version=0)
+    for statement in (
+        "UPDATE eventplane_events SET type = 'Organization.Forged'",
+        "DELETE FROM eventplane_events",
+        "TRUNCATE eventplane_events",
+    ):
+        async with admin.transaction():
+            await admin.execute("SET LOCAL ROLE eventplane_app")
+            await admin.execute("SELECT set_config('eventplane.tenant', $1, true)", tenant)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await admin.execute(statement)
+
+
+async def test_row_level_security_confines_the_application_role_to_its_tenant(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker, tenant: str
+) -> None:
+    other = f"{tenant}-other"
+    await pg_store.append([make_event()], expected_version=0)
+    await pg_store.append([make_event(tenant=other)], expected_version=0)
+    count_sql = "SELECT count(*) FROM eventplane_events WHERE tenant = ANY($1::text[])"
+    both = [tenant, other]
+
+    async def count_as(scope: str | None) -> int:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL ROLE eventplane_app")
+            if scope is not None:
+                await admin.execute("SELECT set_config('eventplane.tenant', $1, true)", scope)
+            return int(await admin.fetchval(count_sql, both))
+
+    assert await count_as(tenant) == 1
+    assert await count_as(other) == 1
+    assert await count_as("*") == 2  # the system scope of workers
+    assert await count_as(None) == 0  # no declared scope: nothing at all
+    assert await admin.fetchval(count_sql, both) == 2  # superuser bypasses RLS
+
+    # Writing another tenant's row through the append function is refused by the policy.
+    async with admin.transaction():
+        await admin.execute("SET LOCAL ROLE eventplane_app")
+        await admin.execute("SELECT set_config('eventplane.tenant', $1, true)", tenant)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await admin.execute(
+                "SELECT * FROM eventplane_append($1, 'Organization', 'x', -1, "
+                "ARRAY[gen_random_uuid()], ARRAY['Organization.Requested'], ARRAY['intent'], "
+                "ARRAY['mallory'], ARRAY[gen_random_uuid()], ARRAY[NULL::uuid], ARRAY[0::bigint], "
+                "ARRAY[now()], ARRAY['{}'::jsonb])",
+                other,
+            )
+
+
+async def test_a_tenant_store_works_when_connected_as_the_application_role(
+    postgres_url: str, admin: asyncpg.Connection, make_event: EventMaker, tenant: str
+) -> None:
+    # A login role that is a member of eventplane_app: what production connects as.
+    login = f"ep_{tenant.replace('-', '_')}"
+    await admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE eventplane_app")
+    try:
+        await admin.execute(f"ALTER ROLE {login} SET role = 'eventplane_app'")
+        url = postgres_url.replace("postgresql://postgres@", f"postgresql://{login}@")
+        async with open_store(url, tenant=tenant) as scoped:
+            [stored] = await scoped.append([make_event()], expected_version=0)
+            assert await scoped.read_all() == [stored]
+            await scoped.save_checkpoint(f"relay-{tenant}", 1)
+            assert await scoped.acquire_lease(f"relay-{tenant}", "me", ttl=60)
+    finally:
+        await admin.execute(f"DROP OWNED BY {login}")
+        await admin.execute(f"DROP ROLE {login}")
+
+
+async def test_a_nul_character_is_refused_as_a_validation_error(
+    pg_store: EventStore, make_event: EventMaker
+) -> None:
+    with pytest.raises(ValidationError, match="NUL"):
+        await pg_store.append([make_event(data={"bad": "a\u0000b"})], expected_version=0)
+
+
+async def _backend_waiting_on_a_lock(admin: asyncpg.Connection, task: asyncio.Task[Any]) -> int:
+    """The pid of the session of this database blocked on a lock (polls until there is one)."""
+    while True:
+        if task.done():
+            raise AssertionError(f"expected {task!r} to block on a lock, but it finished")
+        # Activity views are snapshotted per transaction: drop the snapshot to poll.
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        pid = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() LIMIT 1"
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.02)
+
+
+async def test_a_read_survives_its_connection_being_terminated(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker, tenant: str
+) -> None:
+    [stored] = await pg_store.append([make_event()], expected_version=0)
+    async with admin.transaction():
+        # Park the read on a lock and kill its backend there. (The dying backend only
+        # lets go of its socket once our lock is released, so the retry runs after this.)
+        await admin.execute("LOCK TABLE eventplane_events IN ACCESS EXCLUSIVE MODE")
+        read = asyncio.create_task(pg_store.read_stream(tenant, "Organization", "acme"))
+        victim = await _backend_waiting_on_a_lock(admin, read)
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", victim)
+    assert await read == [stored]
+
+
+async def test_an_append_whose_connection_is_terminated_raises_store_unavailable(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+) -> None:
+    event = make_event()
+    async with admin.transaction():
+        await admin.execute("SELECT 1 FROM eventplane_head WHERE id = 1 FOR UPDATE")
+        append = asyncio.create_task(pg_store.append([event], expected_version=0))
+        victim = await _backend_waiting_on_a_lock(admin, append)
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", victim)
+    with pytest.raises(StoreUnavailableError, match="retrying with the same events is safe"):
+        await append
+    # The advice holds: the retry is idempotent, and here it is the first real write.
+    [stored] = await pg_store.append([event], expected_version=0)
+    assert await pg_store.append([event], expected_version=0) == [stored]
+
+
+async def test_migrate_is_idempotent_and_status_lists_applied_migrations(
+    postgres_url: str,
+) -> None:
+    assert await migrate(postgres_url) == []
+    states = await status(postgres_url)
+    assert [(s.version, s.name, s.state) for s in states] == [(1, "event_store", "applied")]
+    assert states[0].applied_at is not None
+
+
+async def test_concurrent_migrations_on_a_fresh_database_apply_each_file_once(
+    postgres_admin_url: str,
+) -> None:
+
+    name = f"eventplane_mig_{uuid.uuid4().hex[:10]}"
+    root = await asyncpg.connect(postgres_admin_url)
+    await root.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = with_database(postgres_admin_url, name)
+        results = await asyncio.gather(migrate(url), migrate(url), migrate(url))
+        assert sorted(len(r) for r in results) == [0, 0, 1]
+        assert [s.state for s in await status(url)] == ["applied"]
+    finally:
+        await root.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await root.close()
+
+
+async def test_the_migrated_schema_matches_the_sqlmodel_tables(
+    admin: asyncpg.Connection,
+) -> None:
+    for table in store_tables():
+        rows = await admin.fetch(
+            "SELECT column_name, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = $1",
+            table.name,
+        )
+        actual = {r["column_name"]: r["is_nullable"] == "YES" for r in rows}
+        expected = {c.name: bool(c.nullable) for c in table.columns}
+        assert actual == expected, table.name
