@@ -22,7 +22,8 @@ asyncpg, aiosqlite or nats exception. ``evtctl`` maps each branch to an exit cod
     ├── StoreError                 any other store failure
     ├── BusError                   any other bus failure
     ├── ConfigError                unreadable or invalid configuration
-    └── WaitTimeoutError           a bounded wait ran out
+    ├── WaitTimeoutError           a bounded wait ran out
+    └── ResourceFailedError        a waited-for resource ended Ready=False / Failed
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "ManifestError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "ResourceFailedError",
     "SecretMaterialError",
     "StoreError",
     "StoreUnavailableError",
@@ -172,3 +174,8 @@ class ConfigError(EventplaneError):
 
 class WaitTimeoutError(EventplaneError):
     """A bounded wait (``--wait``, shutdown) ran out before the condition held."""
+
+
+class ResourceFailedError(EventplaneError):
+    """A resource someone waited for (``evtctl apply --wait``) reached a failing terminal
+    condition — ``Ready=False`` for its generation, or ``Failed`` — instead of Ready."""
