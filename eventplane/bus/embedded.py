@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import weakref
@@ -131,11 +132,11 @@ class _EmbeddedDelivery(Delivery):
         self._settle("ack")
         # A late ack (lease expired, maybe redelivered) still removes the message: the
         # work was done, so it must not come back.
-        await self._sub._delete(self._seq)
+        self._sub._queue_delete(self._seq)
 
     async def term(self) -> None:
         self._settle("term")
-        await self._sub._delete(self._seq)
+        self._sub._queue_delete(self._seq)
 
     async def nak(self, delay: float | None = None) -> None:
         self._settle("nak")
@@ -156,6 +157,12 @@ class _EmbeddedSubscription(Subscription):
         self._filter = filt
         self._token = f"sub-{uuid7()}"
         self._closed = False
+        # Acks and terms are written in batches, like NATS acks are fire-and-forget:
+        # queued here, then written by a flush task on the next loop turn, by the next
+        # fetch's claim transaction, or by close() — whichever comes first.
+        self._settled: list[int] = []
+        self._flusher: asyncio.Task[None] | None = None
+        bus._subscriptions.add(self)
 
     async def _run(self, fn: Any, *, write: bool = True) -> Any:
         try:
@@ -163,14 +170,38 @@ class _EmbeddedSubscription(Subscription):
         except (StoreError, StoreUnavailableError) as exc:
             raise _translate(exc) from exc
 
-    async def _delete(self, seq: int) -> None:
-        durable = self._config.durable
+    def _queue_delete(self, seq: int) -> None:
+        self._settled.append(seq)
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_soon())
 
-        def body(tx: SqliteTx) -> None:
-            tx.execute("DELETE FROM bus_pending WHERE durable = ? AND seq = ?", (durable, seq))
+    async def _flush_soon(self) -> None:
+        try:
+            await self._flush()
+        except (BusError, BusUnavailableError) as exc:
+            # Kept queued: the next fetch or close() writes them. Until then the worst
+            # case is a redelivery after ack_wait, which consumers tolerate anyway.
+            log.warning("bus: could not record acks for %s yet: %s", self._config.durable, exc)
+        finally:
+            self._flusher = None
 
-        await self._run(body)
+    async def _flush(self) -> None:
+        seqs, self._settled = self._settled, []
+        if not seqs:
+            return
+        try:
+            await self._run(lambda tx: self._delete_settled(tx, seqs))
+        except BaseException:
+            self._settled[:0] = seqs
+            raise
         self._bus._wake_local()
+
+    def _delete_settled(self, tx: SqliteTx, seqs: list[int]) -> None:
+        durable = self._config.durable
+        tx.executemany(
+            "DELETE FROM bus_pending WHERE durable = ? AND seq = ?",
+            [(durable, seq) for seq in seqs],
+        )
 
     async def _reschedule(
         self, seq: int, num_delivered: int, after: float, *, release: bool
@@ -213,8 +244,10 @@ class _EmbeddedSubscription(Subscription):
         due_work = next_due is not None and next_due <= now
         return new_work or due_work, next_due
 
-    def _claim(self, tx: SqliteTx, batch: int) -> _Claimed:
+    def _claim(self, tx: SqliteTx, batch: int, settled: list[int]) -> _Claimed:
         cfg, durable, token = self._config, self._config.durable, self._token
+        if settled:  # acks queued since the last write ride along in this transaction
+            self._delete_settled(tx, settled)
         now = time.time()
         lease = now + cfg.ack_wait
         row = tx.fetchone("SELECT cursor FROM bus_consumers WHERE durable = ?", (durable,))
@@ -295,7 +328,14 @@ class _EmbeddedSubscription(Subscription):
             changed = self._bus._signal()
             has_work, next_due = await self._run(self._probe, write=False)
             if has_work:
-                claimed: _Claimed = await self._run(lambda tx: self._claim(tx, batch))
+                settled, self._settled = self._settled, []
+                try:
+                    claimed: _Claimed = await self._run(
+                        functools.partial(self._claim, batch=batch, settled=settled)
+                    )
+                except BaseException:
+                    self._settled[:0] = settled
+                    raise
                 out = await self._deliveries(claimed)
                 if out:
                     return out
@@ -320,13 +360,19 @@ class _EmbeddedSubscription(Subscription):
                     "bus: terminated undecodable message on %s (event id %s): %s",
                     subject, event_id_of(payload), exc,
                 )
-                await self._delete(seq)
+                self._queue_delete(seq)
                 continue
             out.append(_EmbeddedDelivery(self, seq, event, subject, num_delivered))
         return out
 
     async def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        self._bus._subscriptions.discard(self)
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._flush()
 
 
 class EmbeddedBus(Bus):
@@ -338,6 +384,7 @@ class EmbeddedBus(Bus):
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
+        self._subscriptions: weakref.WeakSet[_EmbeddedSubscription] = weakref.WeakSet()
         self._key = str(Path(conn.path).resolve()) if conn.path != ":memory:" else str(id(self))
         _LOCAL.setdefault(self._key, weakref.WeakSet()).add(self)
 
@@ -477,6 +524,12 @@ class EmbeddedBus(Bus):
     async def close(self) -> None:
         if self._closed:
             return
+        for sub in list(self._subscriptions):
+            try:
+                await sub.close()  # writes queued acks before the connection goes
+            except (BusError, BusUnavailableError) as exc:
+                log.warning("bus: acks not recorded on close (%s); they will be redelivered",
+                            exc)
         self._closed = True
         self._wake()
         peers = _LOCAL.get(self._key)

@@ -95,14 +95,20 @@ def _translate(exc: BaseException, doing: str) -> BusError | BusUnavailableError
 
 
 class _NatsDelivery(Delivery):
-    __slots__ = ("_msg", "_settled", "event", "num_delivered", "subject")
+    __slots__ = ("_msg", "_settled", "event", "subject")
 
     def __init__(self, msg: Msg, event: Event) -> None:
         self._msg = msg
         self._settled: str | None = None
         self.event = event
         self.subject = msg.subject
-        self.num_delivered = msg.metadata.num_delivered
+
+    @property
+    def num_delivered(self) -> int:  # type: ignore[override]
+        # Parsed on demand: nats-py builds a whole Metadata (timestamps included) from
+        # the reply subject, which costs more than the ack itself on the hot path.
+        delivered: int = self._msg.metadata.num_delivered
+        return delivered
 
     def _settle(self, how: str) -> None:
         if self._settled is not None:

@@ -29,6 +29,7 @@ async def drain(
     return got
 
 
+@pytest.mark.smoke
 async def test_published_event_round_trips_exactly(backend: BusBackend) -> None:
     bus = await backend.open()
     event = make_event(backend.tenant, position=42)
