@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import time
+from asyncio.subprocess import PIPE
+from pathlib import Path
 
 import pytest
 
 from eventplane.bus import ConsumerConfig, DeliverPolicy, Delivery, Subscription, subject_for
+from eventplane.bus.embedded import EmbeddedBus
 from eventplane.errors import BusError, ValidationError
 from eventplane.event.model import Category
-from tests.integration.bus.conftest import BusBackend, make_event, make_events
+from tests.integration.bus.conftest import BusBackend, make_event, make_events, new_tenant
 
 pytestmark = pytest.mark.timeout(60)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 async def drain(
@@ -312,3 +320,36 @@ async def test_filter_outside_eventplane_subjects_is_rejected_naming_the_field(
 
     with pytest.raises(ValidationError, match="filter_subject"):
         await bus.subscribe(ConsumerConfig(durable=backend.durable("bad"), filter_subject=bad))
+
+
+async def test_embedded_bus_shares_a_durable_between_processes(tmp_path: Path) -> None:
+    db = tmp_path / "eventplane.db"
+    tenant = new_tenant()
+    events = make_events(tenant, 120)
+    args = [sys.executable, "-m", "tests.integration.bus.embedded_worker", str(db),
+            "shared", f"eventplane.{tenant}.>"]
+    bus = await EmbeddedBus.open(db)
+    workers = [
+        await asyncio.create_subprocess_exec(
+            *args, stdin=PIPE, stdout=PIPE, cwd=REPO_ROOT
+        )
+        for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert (await worker.stdout.readline()).strip() == b"ready"
+        await bus.publish(events)
+        outputs = await asyncio.gather(*(worker.communicate(b"go\n") for worker in workers))
+    finally:
+        await bus.close()
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+
+    seen = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    assert all(w.returncode == 0 for w in workers)
+    assert seen[0], "the first process got nothing: the work was not shared"
+    assert seen[1], "the second process got nothing: the work was not shared"
+    assert sorted(seen[0] + seen[1]) == sorted(str(e.id) for e in events)
