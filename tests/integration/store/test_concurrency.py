@@ -110,7 +110,7 @@ async def test_writer_processes_and_tasks_together_never_make_the_follower_skip(
                 store_url,
                 tenant,
                 f"proc-{n}",
-                "30",
+                str(_PER_PROCESS),
                 cwd=_REPO,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
