@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Self
 
+from eventplane.errors import EventplaneError, UnavailableError
 from eventplane.event.model import Category, Event
 
 __all__ = ["ANY", "NO_STREAM", "EventFilter", "EventStore", "ExpectedVersion", "StreamState"]
@@ -71,6 +72,28 @@ class EventStore(ABC):
         (0 / NO_STREAM for a new stream) or ANY. On mismatch raises ConcurrencyError
         and writes nothing.
         """
+
+    async def append_many(
+        self, appends: Sequence[tuple[Sequence[Event], ExpectedVersion]]
+    ) -> list[list[Event] | EventplaneError]:
+        """Several independent ``append`` calls (each one stream, each with its own
+        expected version), as one unit of work where the backend can: a backend may
+        commit them in one transaction to pay for one durable commit instead of many.
+
+        Returns, per append in order, the recorded events or the error that append alone
+        would have raised (ConcurrencyError, DuplicateEventError, ValidationError, ...);
+        one append failing never stops the others. Errors that concern the whole call
+        (the store is unreachable) are raised. This default just loops over ``append``.
+        """
+        results: list[list[Event] | EventplaneError] = []
+        for events, expected_version in appends:
+            try:
+                results.append(await self.append(events, expected_version=expected_version))
+            except UnavailableError:
+                raise
+            except EventplaneError as exc:
+                results.append(exc)
+        return results
 
     @abstractmethod
     async def read_stream(

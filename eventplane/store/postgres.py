@@ -51,11 +51,13 @@ from eventplane.errors import (
     FieldError,
     StoreError,
     StoreUnavailableError,
+    UnavailableError,
     ValidationError,
 )
 from eventplane.event.model import Event, stream_id
 from eventplane.store._common import (
     DEFAULT_MAX_EVENT_BYTES,
+    EventValues,
     check_read_scope,
     check_stored_batch,
     event_from_row,
@@ -271,22 +273,7 @@ class PostgresEventStore(EventStore):
             return []
         first = batch[0].event
         evs = [v.event for v in batch]
-        metas = [e.metadata for e in evs]
-        args = (
-            first.tenant,
-            first.kind,
-            first.name,
-            expected,
-            [e.id for e in evs],
-            [e.type for e in evs],
-            [e.category.value for e in evs],
-            [m.actor for m in metas],
-            [m.correlation_id for m in metas],
-            [m.causation_id for m in metas],
-            [m.generation for m in metas],
-            [m.occurred_at for m in metas],
-            [v.body for v in batch],
-        )
+        args = _append_args(batch, expected)
 
         async def run(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             try:
@@ -302,6 +289,13 @@ class PostgresEventStore(EventStore):
                 ) from exc
 
         rows = await self._write("append", run)
+        return await self._appended(rows, evs, expected_version)
+
+    async def _appended(
+        self, rows: list[asyncpg.Record], evs: list[Event], expected_version: ExpectedVersion
+    ) -> list[Event]:
+        """Interpret ``eventplane_append``'s rows: the recorded events, or raise."""
+        first = evs[0]
         outcome = rows[0][0]
         if outcome == 0:
             self._doorbell.set()
@@ -316,6 +310,53 @@ class PostgresEventStore(EventStore):
         stored_ids = [r[1] for r in rows]
         stored = {e.id: e for e in await self._events_by_id(stored_ids)}
         return check_stored_batch(evs, stored, all_stored=outcome == 2)
+
+    async def append_many(
+        self, appends: Sequence[tuple[Sequence[Event], ExpectedVersion]]
+    ) -> list[list[Event] | EventplaneError]:
+        """Every append in ONE transaction: one commit (one WAL flush) for all of them.
+
+        ``eventplane_append`` writes nothing for a conflict or a duplicate, so the others
+        still commit. Appends are serialized store-wide by the head-row lock anyway, so
+        grouping them costs no concurrency and saves a durable commit per append — the
+        controller runtime's group commit relies on this. If the transaction itself fails
+        (an id hidden by row-level security), every append is retried on its own.
+        """
+        results: list[list[Event] | EventplaneError | None] = [None] * len(appends)
+        work: list[tuple[int, list[Event], ExpectedVersion, tuple[Any, ...]]] = []
+        for index, (events, expected_version) in enumerate(appends):
+            try:
+                expected = expected_as_int(expected_version)
+                batch = prepare_batch(
+                    events, store_tenant=self.tenant, max_event_bytes=self.max_event_bytes
+                )
+            except EventplaneError as exc:
+                results[index] = exc
+                continue
+            if not batch:
+                results[index] = []
+                continue
+            work.append(
+                (index, [v.event for v in batch], expected_version, _append_args(batch, expected))
+            )
+        if work:
+
+            async def run(conn: asyncpg.Connection) -> list[list[asyncpg.Record]]:
+                async with conn.transaction():
+                    return [await _fetch(conn, _APPEND_SQL, *args) for *_, args in work]
+
+            try:
+                all_rows = await self._write("append", run)
+            except (DuplicateEventError, ValidationError, StoreError):
+                return await super().append_many(appends)
+            for (index, evs, expected_version, _), rows in zip(work, all_rows, strict=True):
+                try:
+                    results[index] = await self._appended(rows, evs, expected_version)
+                except UnavailableError:
+                    raise
+                except EventplaneError as exc:
+                    results[index] = exc
+        return [r if r is not None else [] for r in results]
 
     async def _events_by_id(self, ids: list[UUID]) -> list[Event]:
         async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -516,6 +557,28 @@ class PostgresEventStore(EventStore):
 async def _fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[Any]:
     rows: list[Any] = await conn.fetch(sql, *args)
     return rows
+
+
+def _append_args(batch: Sequence[EventValues], expected: int) -> tuple[Any, ...]:
+    """``eventplane_append``'s parameters: the batch as column arrays."""
+    first = batch[0].event
+    evs = [v.event for v in batch]
+    metas = [e.metadata for e in evs]
+    return (
+        first.tenant,
+        first.kind,
+        first.name,
+        expected,
+        [e.id for e in evs],
+        [e.type for e in evs],
+        [e.category.value for e in evs],
+        [m.actor for m in metas],
+        [m.correlation_id for m in metas],
+        [m.causation_id for m in metas],
+        [m.generation for m in metas],
+        [m.occurred_at for m in metas],
+        [v.body for v in batch],
+    )
 
 
 def _first_id(exc: BaseException, events: Sequence[Event]) -> object:

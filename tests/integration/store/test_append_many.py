@@ -8,6 +8,7 @@ Either way each append keeps its own expected version and its own outcome.
 from __future__ import annotations
 
 from eventplane.errors import ConcurrencyError, DuplicateEventError
+from eventplane.event import Category
 from eventplane.store import NO_STREAM, EventStore
 from tests.integration.store.conftest import EventMaker
 
@@ -18,7 +19,7 @@ async def test_append_many_writes_every_stream_in_order(
     batches = [
         [
             make_event(f"org-{i}"),
-            make_event(f"org-{i}", reason="Provisioned", category=make_event().category.FACT),
+            make_event(f"org-{i}", reason="Provisioned", category=Category.FACT),
         ]
         for i in range(3)
     ]
