@@ -26,9 +26,9 @@ PUBLIC_API: dict[str, list[str]] = {
     "eventplane.errors": [
         "AuthorizationError", "BusError", "BusUnavailableError", "ConcurrencyError", "ConfigError",
         "ConflictError", "DuplicateEventError", "EventplaneError", "FieldError", "ManifestError",
-        "NotFoundError", "PayloadTooLargeError", "SecretMaterialError", "StoreError",
-        "StoreUnavailableError", "UnavailableError", "UnknownKindError", "ValidationError",
-        "WaitTimeoutError",
+        "NotFoundError", "PayloadTooLargeError", "ResourceFailedError", "SecretMaterialError",
+        "StoreError", "StoreUnavailableError", "UnavailableError", "UnknownKindError",
+        "ValidationError", "WaitTimeoutError",
     ],
     "eventplane.event": [
         "CONTENT_TYPE", "DEFAULT_SOURCE", "RESERVED_REASONS", "Category", "Condition",
