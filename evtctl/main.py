@@ -9,6 +9,8 @@ field-by-field detail and the cause) and a distinct exit code:
     0 ok              3 invalid input (manifest, spec)   6 not authorized   9 bad configuration
     1 other error     4 unknown kind                     7 conflict         10 wait timed out
     2 usage (click)   5 not found                        8 unavailable      11 store / bus error
+                                                                            12 resource failed
+                                                                               (Ready=False)
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ import click
 
 from eventplane import errors
 from evtctl.commands import apply as apply_cmd
+from evtctl.commands import delete as delete_cmd
+from evtctl.commands import describe as describe_cmd
+from evtctl.commands import events as events_cmd
+from evtctl.commands import get as get_cmd
+from evtctl.commands import projections as projections_cmd
+from evtctl.commands import run as run_cmd
 from evtctl.commands import specs as specs_cmd
 from evtctl.context import OUTPUT_FORMATS, CliContext
 
@@ -38,6 +46,7 @@ EXIT_CODES: tuple[tuple[type[errors.EventplaneError], int], ...] = (
     (errors.WaitTimeoutError, 10),
     (errors.StoreError, 11),
     (errors.BusError, 11),
+    (errors.ResourceFailedError, 12),
 )
 
 
@@ -113,6 +122,12 @@ def cli(
 
 COMMANDS: list[click.Command] = [
     apply_cmd.apply,
+    delete_cmd.delete,
+    describe_cmd.describe,
+    events_cmd.events,
+    get_cmd.get,
+    projections_cmd.projections,
+    run_cmd.run,
     specs_cmd.specs,
 ]
 for _command in COMMANDS:

@@ -418,6 +418,9 @@ class ProjectionWorker:
                 stack.push_async_callback(subscription.close)
             doorbell = _Doorbell(subscription, self.poll_interval)
             stack.push_async_callback(doorbell.close)
+            # Let the store set its doorbell up (PostgreSQL opens a LISTEN connection) now,
+            # uncancelled: cancelling a wait while that connection is being opened leaks it.
+            await self.store.wait_for_append(0)
             backoff = 0.0
             failures = 0
             while not stop_event.is_set():

@@ -1,9 +1,13 @@
 """``evtctl apply KIND -f FILE|- [--dry-run] [-o json|yaml|table]``.
 
 Loads and validates every manifest (``eventplane.spec``), builds one intent per document
-(``EventFactory.from_manifests``) and prints them as CloudEvents. Missing required spec
-fields are prompted for on a terminal; elsewhere they are errors listing every field.
-Publishing is wired by the runtime issue; until then only ``--dry-run`` succeeds.
+(``EventFactory.from_manifests``) — every document is validated before any is published —
+then publishes them on the bus (``eventplane.runner.apply_and_wait``). ``--dry-run`` prints
+the intents as CloudEvents instead. ``--wait`` waits until each resource is Ready (exit 0),
+failed (Ready=False / Failed: exit 12; rejected: the rejection's code) or ``--timeout``
+passed (exit 10); on the embedded default with no ``evtctl run`` it does the work itself.
+Missing required spec fields are prompted for on a terminal; elsewhere they are errors
+listing every field.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ from typing import Any
 
 import click
 
-from eventplane.errors import BusError
 from eventplane.event.cloudevents import to_cloudevent
 from eventplane.event.factory import EventFactory
+from eventplane.runner import apply_and_wait
 from eventplane.spec import Manifest, PromptFn, load_manifest_file, load_manifest_stream
+from evtctl.commands._common import prepare_intents, raise_first_failure, render_results, run
 from evtctl.context import OUTPUT_FORMATS, CliContext, pass_cli, render
 
 __all__ = ["apply"]
 
 _COLUMNS = ("id", "type", "tenant", "name", "correlationid")
+_PUBLISHED_COLUMNS = ("kind", "name", "tenant", "intent")
 
 
 def _is_interactive() -> bool:
@@ -46,9 +52,25 @@ def _resolve_kind(cli: CliContext, kind: str) -> str:
     "-f", "--filename", required=True, help="Manifest file (YAML, multi-document), or - for stdin."
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print the intents; publish nothing.")
+@click.option("--wait", is_flag=True, help="Wait until every resource is Ready (or failed).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds --wait waits before giving up (exit 10).",
+)
 @click.option("-o", "--output", "output", type=click.Choice(OUTPUT_FORMATS), help="Output format.")
 @pass_cli
-def apply(cli: CliContext, kind: str, filename: str, dry_run: bool, output: str | None) -> None:
+def apply(
+    cli: CliContext,
+    kind: str,
+    filename: str,
+    dry_run: bool,
+    wait: bool,
+    timeout: float,
+    output: str | None,
+) -> None:
     """Apply the KIND manifests in FILE (Kubernetes-style apiVersion/kind/metadata/spec)."""
     settings = cli.settings()
     kind = _resolve_kind(cli, kind)
@@ -67,13 +89,24 @@ def apply(cli: CliContext, kind: str, filename: str, dry_run: bool, output: str 
         source="urn:eventplane:evtctl",
         registry=registry,
     )
-    if not dry_run:
-        raise BusError(
-            "publishing needs the bus (not built yet); use --dry-run to validate and print "
-            "the intents"
+    if dry_run:
+        documents = [to_cloudevent(intent) for intent in intents]
+        fmt = cli.output_format(output, "json")
+        render(
+            documents[0] if len(documents) == 1 and fmt != "table" else documents,
+            fmt,
+            columns=_COLUMNS,
         )
-    documents = [to_cloudevent(intent) for intent in intents]
-    fmt = cli.output_format(output, "json")
-    render(
-        documents[0] if len(documents) == 1 and fmt != "table" else documents, fmt, columns=_COLUMNS
-    )
+        return
+    intents = prepare_intents(cli, intents, "apply")
+    results = run(apply_and_wait(settings, intents, wait=wait, timeout=timeout))
+    fmt = cli.output_format(output, "table")
+    if not wait:
+        rows = [
+            {"kind": i.kind, "name": i.name, "tenant": i.tenant, "intent": str(i.id)}
+            for i in intents
+        ]
+        render(rows, fmt, columns=_PUBLISHED_COLUMNS)
+        return
+    render_results(results, fmt)
+    raise_first_failure(results)
