@@ -292,7 +292,7 @@ class PostgresEventStore(EventStore):
         return await self._appended(rows, evs, expected_version)
 
     async def _appended(
-        self, rows: list[asyncpg.Record], evs: list[Event], expected_version: ExpectedVersion
+        self, rows: Sequence[Any], evs: list[Event], expected_version: ExpectedVersion
     ) -> list[Event]:
         """Interpret ``eventplane_append``'s rows: the recorded events, or raise."""
         first = evs[0]
@@ -314,13 +314,16 @@ class PostgresEventStore(EventStore):
     async def append_many(
         self, appends: Sequence[tuple[Sequence[Event], ExpectedVersion]]
     ) -> list[list[Event] | EventplaneError]:
-        """Every append in ONE transaction: one commit (one WAL flush) for all of them.
+        """Every append in ONE statement, hence one transaction and one commit (one WAL
+        flush) for all of them, in one round trip.
 
-        ``eventplane_append`` writes nothing for a conflict or a duplicate, so the others
-        still commit. Appends are serialized store-wide by the head-row lock anyway, so
-        grouping them costs no concurrency and saves a durable commit per append — the
-        controller runtime's group commit relies on this. If the transaction itself fails
-        (an id hidden by row-level security), every append is retried on its own.
+        The statement is ``eventplane_append`` once per append, ``UNION ALL``-ed: the calls
+        run in order in one transaction (the first takes the head-row lock, so grouping
+        costs no concurrency — appends are serialized store-wide anyway), and each VOLATILE
+        call sees the rows the earlier ones wrote. ``eventplane_append`` writes nothing for
+        a conflict or a duplicate, so the others still commit. The controller runtime's
+        group commit relies on this. If the statement itself fails (an id hidden by
+        row-level security), every append is retried on its own.
         """
         results: list[list[Event] | EventplaneError | None] = [None] * len(appends)
         work: list[tuple[int, list[Event], ExpectedVersion, tuple[Any, ...]]] = []
@@ -339,19 +342,19 @@ class PostgresEventStore(EventStore):
             work.append(
                 (index, [v.event for v in batch], expected_version, _append_args(batch, expected))
             )
-        if work:
-
-            async def run(conn: asyncpg.Connection) -> list[list[asyncpg.Record]]:
-                async with conn.transaction():
-                    return [await _fetch(conn, _APPEND_SQL, *args) for *_, args in work]
-
+        for start in range(0, len(work), _MAX_APPENDS_PER_STATEMENT):
+            chunk = work[start : start + _MAX_APPENDS_PER_STATEMENT]
+            params = [arg for *_, args in chunk for arg in args]
             try:
-                all_rows = await self._write("append", run)
+                rows = await self._write("append", _query(_append_many_sql(len(chunk)), params))
             except (DuplicateEventError, ValidationError, StoreError):
                 return await super().append_many(appends)
-            for (index, evs, expected_version, _), rows in zip(work, all_rows, strict=True):
+            per_append: list[list[Any]] = [[] for _ in chunk]
+            for row in rows:
+                per_append[row[0]].append(row[1:])
+            for (index, evs, expected_version, _), own in zip(chunk, per_append, strict=True):
                 try:
-                    results[index] = await self._appended(rows, evs, expected_version)
+                    results[index] = await self._appended(own, evs, expected_version)
                 except UnavailableError:
                     raise
                 except EventplaneError as exc:
@@ -557,6 +560,29 @@ class PostgresEventStore(EventStore):
 async def _fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[Any]:
     rows: list[Any] = await conn.fetch(sql, *args)
     return rows
+
+
+def _query(sql: str, args: Sequence[Any]) -> Callable[[asyncpg.Connection], Awaitable[list[Any]]]:
+    async def op(conn: asyncpg.Connection) -> list[Any]:
+        return await _fetch(conn, sql, *args)
+
+    return op
+
+
+_MAX_APPENDS_PER_STATEMENT = 1000  # 13 parameters each; PostgreSQL allows 32767
+
+
+def _append_many_sql(count: int) -> str:
+    """``eventplane_append`` ``count`` times in one statement, rows tagged with the call's
+    index and ordered by (call, stream version) — asyncpg caches one statement per count."""
+    calls = " UNION ALL ".join(
+        f"SELECT {i} AS call, outcome, out_id, out_stream_version, out_position, "
+        f"out_recorded_at FROM eventplane_append("
+        + ", ".join(f"${i * 13 + k}" for k in range(1, 14))
+        + ")"
+        for i in range(count)
+    )
+    return f"{calls} ORDER BY 1, 4"
 
 
 def _append_args(batch: Sequence[EventValues], expected: int) -> tuple[Any, ...]:
