@@ -52,12 +52,13 @@ from eventplane.utils import utcnow, uuid7  # noqa: E402
 SPEC = {"display_name": "Acme", "plan": "pro", "owners": ["ada@acme.example"]}
 
 
-def intents(tenant: str, count: int) -> list[Event]:
+def intents(tenant: str, count: int, first: int = 0) -> list[Event]:
+    """``count`` intents for distinct organizations ``org-<first>``, ``org-<first+1>``, ..."""
     now = utcnow()
     return [
         EventFactory.from_intent(SPEC, kind="Organization", tenant=tenant, name=f"org-{i}",
                                  actor="bench", now=now)
-        for i in range(count)
+        for i in range(first, first + count)
     ]
 
 
@@ -93,7 +94,7 @@ async def runtime_rate(store: EventStore, bus: Bus, count: int, concurrency: int
                        profile: str | None) -> tuple[float, dict[str, object]]:
     tenant = f"r{uuid7().hex[-10:]}"
     for start in range(0, count, 500):
-        await bus.publish(intents(tenant, min(500, count - start)))
+        await bus.publish(intents(tenant, min(500, count - start), start))
     runtime = ControllerRuntime(store, bus, tenant=tenant, max_concurrency=concurrency,
                                 timer_scan_interval=None)
     stop = asyncio.Event()
@@ -153,7 +154,9 @@ async def run(args: argparse.Namespace) -> None:
                 await bus.close()
             print(f"runtime ({args.bus} bus, {args.concurrency} workers): {rate:,.0f} intents/s "
                   f"= {rate / raw:.2f}x the store figure")
-            print(f"conflicts {stats['conflicts']}, released {stats['released']}, "
+            print(f"commits {stats['commits']} (reconciles per commit "
+                  f"{args.intents / max(1, int(str(stats['commits']))):.1f}), "
+                  f"conflicts {stats['conflicts']}, released {stats['released']}, "
                   f"errors {stats['errors']}")
     finally:
         conn = await asyncpg.connect(admin)

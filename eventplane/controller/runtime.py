@@ -77,6 +77,7 @@ from eventplane.errors import (
     ConflictError,
     SecretMaterialError,
     StoreError,
+    StoreUnavailableError,
     UnavailableError,
     UnknownKindError,
     WaitTimeoutError,
@@ -160,6 +161,8 @@ class RuntimeStats:
     released: int = 0  # deliveries handed back (nak) after errors, conflicts or shutdown
     errors: int = 0  # store/bus failures while handling a key
     terminated: int = 0  # deliveries refused outright (subject/tenant mismatch)
+    commits: int = 0  # store.append_many calls (group commits); events_appended / commits
+    #                   and reconciles / commits show how well appends are grouped
 
     def observe(self, kind: str, seconds: float) -> None:
         hist = self.reconcile_seconds.get(kind)
@@ -194,6 +197,7 @@ class RuntimeStats:
             "released": self.released,
             "errors": self.errors,
             "terminated": self.terminated,
+            "commits": self.commits,
         }
 
 
@@ -244,6 +248,69 @@ class _Result:
 class _Sub:
     config: ConsumerConfig
     subscription: Subscription | None = None
+
+
+class _GroupCommit:
+    """Group commit: appends from concurrent workers share one ``store.append_many``.
+
+    PostgreSQL appends are serialized store-wide (the position lock is held across each
+    commit), so one transaction per reconcile caps throughput at one WAL flush per
+    reconcile. Workers hand their append here and wait; one flusher task sends whatever
+    has queued up as one ``append_many`` — one flush for the lot — while the next batch
+    gathers. Each append keeps its own expected version and outcome. Adaptive: an idle
+    system commits a lone append at once; a busy one commits in batches.
+    """
+
+    def __init__(self, store: EventStore, stats: RuntimeStats, max_batch: int) -> None:
+        self.store = store
+        self.stats = stats
+        self.max_batch = max_batch
+        self._queue: list[tuple[list[Event], int, asyncio.Future[list[Event]]]] = []
+        self._wake = asyncio.Event()
+
+    async def append(self, events: list[Event], expected_version: int) -> list[Event]:
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._queue.append((events, expected_version, future))
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        """The flusher; runs until cancelled (after the workers are done)."""
+        try:
+            while True:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                try:
+                    results = await self.store.append_many([(e, v) for e, v, _ in batch])
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except asyncio.CancelledError:
+                    self._fail(batch, "the runtime stopped while appending; outcome unknown")
+                    raise
+                self.stats.commits += 1
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, list):
+                        future.set_result(result)
+                    else:
+                        future.set_exception(result)
+        finally:
+            self._fail(self._queue, "the runtime stopped before this append was sent")
+            self._queue.clear()
+
+    @staticmethod
+    def _fail(batch: list[tuple[list[Event], int, asyncio.Future[list[Event]]]],
+              why: str) -> None:
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(StoreUnavailableError(why))
 
 
 # -- the runtime --------------------------------------------------------------------------
@@ -402,6 +469,7 @@ class ControllerRuntime:
         self._stopping = False
         self._started = False
         self._error_delay: dict[Key, float] = {}
+        self._commits = _GroupCommit(store, self.stats, max_batch=max(self.max_concurrency, 8))
 
     # -- public API --------------------------------------------------------------------------
 
@@ -424,10 +492,7 @@ class ControllerRuntime:
         and the bus are the caller's to close.
         """
         await self._start()
-        workers = [
-            asyncio.create_task(self._worker(), name=f"runtime-worker-{i}")
-            for i in range(self.max_concurrency)
-        ]
+        workers = self._start_workers()
         feeders = [
             asyncio.create_task(self._fetch_loop(sub), name=f"runtime-fetch-{sub.config.durable}")
             for sub in self._subs
@@ -466,10 +531,7 @@ class ControllerRuntime:
         progress is then handed back like at shutdown. Returns the runtime's stats.
         """
         await self._start()
-        workers = [
-            asyncio.create_task(self._worker(), name=f"runtime-worker-{i}")
-            for i in range(self.max_concurrency)
-        ]
+        workers = self._start_workers()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
@@ -508,9 +570,19 @@ class ControllerRuntime:
             sub.subscription = await self.bus.subscribe(sub.config)
         await self._scan_timers()
 
+    def _start_workers(self) -> list[asyncio.Task[None]]:
+        """The worker pool; the last task is the group-commit flusher."""
+        workers = [
+            asyncio.create_task(self._worker(), name=f"runtime-worker-{i}")
+            for i in range(self.max_concurrency)
+        ]
+        workers.append(asyncio.create_task(self._commits.run(), name="runtime-commits"))
+        return workers
+
     async def _shutdown(
-        self, workers: list[asyncio.Task[None]], feeders: list[asyncio.Task[Any]]
+        self, pool: list[asyncio.Task[None]], feeders: list[asyncio.Task[Any]]
     ) -> None:
+        workers, flusher = pool[:-1], pool[-1]
         self._stopping = True
         for task in feeders:
             task.cancel()
@@ -535,6 +607,8 @@ class ControllerRuntime:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+        flusher.cancel()  # only now: workers finishing within the grace need it
+        await asyncio.gather(flusher, return_exceptions=True)
         for work in list(self._pending.values()):  # arrived for keys that were in progress
             for ticket in work.tickets():
                 await self._release(ticket, _RELEASE_DELAY)
@@ -912,7 +986,7 @@ class ControllerRuntime:
         result.trigger = trigger
 
         if out:
-            result.appended = await self.store.append(out, expected_version=expected)
+            result.appended = await self._commits.append(out, expected)
         result.state = state
         return result
 
