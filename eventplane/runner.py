@@ -206,6 +206,7 @@ async def run_workers(
     projections: bool = True,
     relay: bool = True,
     projection_names: Sequence[str] | None = None,
+    tenant: str | None = None,
     registry: Registry | None = None,
     started: Callable[[], None] | None = None,
 ) -> None:
@@ -214,7 +215,9 @@ async def run_workers(
     Each part runs as its own task; if one crashes (a bug — outages are retried inside
     each part) the others are stopped and the error is raised. After ``stop_event`` every
     part gets ``runtime.shutdown_grace`` (+5 s) to finish before it is cancelled.
-    ``started`` is called once everything is set up (tests and health checks use it).
+    ``tenant`` confines the controller runtime to one tenant's intents (its own durable
+    consumers ``eventplane-runtime-<tenant>``); projections and the relay always serve the
+    whole store. ``started`` is called once everything is set up.
     """
     if not (controllers or projections or relay):
         raise ValidationError(
@@ -238,7 +241,7 @@ async def run_workers(
         parts: dict[str, Awaitable[None]] = {}
         presence: list[str] = []
         if controllers:
-            runtime = _runtime(settings, store, bus, registry, holder_id=holder)
+            runtime = _runtime(settings, store, bus, registry, holder_id=holder, tenant=tenant)
             parts["runtime"] = runtime.run(stop_event)
             presence.append(PRESENCE_LEASES["controllers"])
         if relay:

@@ -57,7 +57,10 @@ def events(
         remove = install_signal_handlers(stop)
         try:
             if fmt == "table":
-                click.echo(f"{'POSITION':>8}  {'TIME':<27}  {'CATEGORY':<8}  TYPE  NAME  ACTOR")
+                click.echo(
+                    f"{'POSITION':>8}  {'TIME':<27}  {'CATEGORY':<8}  {'TYPE':<32}  "
+                    f"{'NAME':<20}  ACTOR"
+                )
             async for event in follow_events(
                 settings, filter=flt, since=since, follow=follow, stop_event=stop
             ):
@@ -65,7 +68,8 @@ def events(
                     meta = event.metadata
                     line = (
                         f"{meta.position:>8}  {format_time(meta.occurred_at):<27}  "
-                        f"{event.category.value:<8}  {event.type}  {event.name}  {meta.actor}"
+                        f"{event.category.value:<8}  {event.type:<32}  {event.name:<20}  "
+                        f"{meta.actor}"
                     )
                 else:
                     line = encode(event).decode()

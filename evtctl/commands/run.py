@@ -29,6 +29,11 @@ __all__ = ["run"]
     multiple=True,
     help="Run only this projection (repeatable; default: all registered).",
 )
+@click.option(
+    "--tenant-only",
+    is_flag=True,
+    help="Reconcile only the current tenant's intents (--tenant); default: every tenant.",
+)
 @pass_cli
 def run(
     cli: CliContext,
@@ -36,6 +41,7 @@ def run(
     projections: bool,
     relay: bool,
     projection_names: tuple[str, ...],
+    tenant_only: bool,
 ) -> None:
     """Run controllers, relay and projection workers until interrupted."""
     settings = cli.settings()
@@ -55,6 +61,7 @@ def run(
                 projections=projections,
                 relay=relay,
                 projection_names=projection_names or None,
+                tenant=settings.tenant if tenant_only else None,
                 registry=cli.registry(),
                 started=lambda: click.echo("evtctl run: workers started", err=True),
             )
