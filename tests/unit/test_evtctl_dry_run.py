@@ -162,12 +162,6 @@ def test_missing_fields_on_a_terminal_are_prompted_for(
     assert "spec.display_name" in result.stderr
 
 
-def test_apply_without_dry_run_says_publishing_needs_the_bus() -> None:
-    result = run("apply", "Organization", "-f", str(EXAMPLES / "org.yaml"))
-    assert result.exit_code == 11
-    assert "publishing needs the bus" in result.stderr
-
-
 def test_unknown_kind_exits_4_listing_known_kinds() -> None:
     result = run("apply", "Galaxy", "-f", str(EXAMPLES / "org.yaml"), "--dry-run")
     assert result.exit_code == 4
@@ -226,7 +220,8 @@ def test_each_error_family_has_its_own_exit_code() -> None:
         errors.WaitTimeoutError("x"),
         errors.StoreError("x"),
         errors.BusError("x"),
+        errors.ResourceFailedError("x"),
         errors.EventplaneError("x"),
     ]
     codes = [evtctl_main.exit_code_for(e) for e in samples]
-    assert codes == [3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 1]
+    assert codes == [3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 12, 1]
