@@ -29,8 +29,19 @@ $(BIN)/.installed: pyproject.toml poetry.lock | $(POETRY)
 
 install: $(BIN)/.installed
 
+# The real loop on the embedded default in a scratch directory (SQLite store + embedded bus,
+# no servers): apply --wait drives the runtime and projections itself when no `evtctl run`
+# is up, then the read model, the resource's history and the projection's lag are shown.
 demo: install
-	$(BIN)/evtctl apply Organization -f examples/org.yaml --dry-run -o json
+	@set -e; demo=$$(mktemp -d); ex="$(CURDIR)/examples"; evtctl="$(CURDIR)/$(BIN)/evtctl"; \
+	cd "$$demo"; echo "# scratch directory: $$demo"; \
+	echo "$$ evtctl apply Organization -f examples/org.yaml --wait"; \
+	"$$evtctl" apply Organization -f "$$ex/org.yaml" --wait; \
+	echo; echo "$$ evtctl get Organization"; "$$evtctl" get Organization; \
+	echo; echo "$$ evtctl get Organization acme -o json"; "$$evtctl" get Organization acme -o json; \
+	echo; echo "$$ evtctl describe Organization acme"; "$$evtctl" describe Organization acme; \
+	echo; echo "$$ evtctl projections list"; "$$evtctl" projections list; \
+	rm -rf "$$demo"
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

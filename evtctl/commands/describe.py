@@ -68,7 +68,7 @@ def describe(cli: CliContext, kind: str, name: str, output: str | None) -> None:
     click.echo("status:")
     conditions = status.pop("conditions", [])
     for key, value in status.items():
-        click.echo(f"  {key}: {value}")
+        click.echo(f"  {key}: {'-' if value in (None, '') else value}")
     if conditions:
         click.echo("  conditions:")
         click.echo(
