@@ -16,6 +16,9 @@ What is measured:
 - runtime:       N ``Organization.Requested`` intents published first, then
                  ``ControllerRuntime.run`` until every one is reconciled (Provisioned).
                  Reported as intents/s and the ratio to the store figure.
+- latency:       with ``--rate R``: the runtime runs while intents are published one by
+                 one at R/s; latency = the Provisioned fact's ``recorded_at`` (database
+                 clock, same machine) minus the intent's ``occurred_at``; p50/p99/max.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from eventplane.event import (  # noqa: E402
     fold,
 )
 from eventplane.registry import get_default_registry  # noqa: E402
-from eventplane.store import EventStore, migrate, open_store  # noqa: E402
+from eventplane.store import EventFilter, EventStore, migrate, open_store  # noqa: E402
 from eventplane.utils import utcnow, uuid7  # noqa: E402
 
 SPEC = {"display_name": "Acme", "plan": "pro", "owners": ["ada@acme.example"]}
@@ -122,6 +125,37 @@ async def runtime_rate(store: EventStore, bus: Bus, count: int, concurrency: int
     return count / elapsed, runtime.stats.snapshot()
 
 
+async def latency(store: EventStore, bus: Bus, count: int, rate: float,
+                  concurrency: int) -> list[float]:
+    tenant = f"l{uuid7().hex[-10:]}"
+    runtime = ControllerRuntime(store, bus, tenant=tenant, max_concurrency=concurrency,
+                                timer_scan_interval=None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    started = time.perf_counter()
+    for i in range(count):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await bus.publish(intents(tenant, 1, i))  # stamped just before publishing
+    while runtime.stats.admitted < count:  # noqa: ASYNC110 (sampling a counter)
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    events = await store.read_all(limit=10 * count + 10,
+                                  filter=EventFilter(tenant=tenant))
+    born = {e.name: e.metadata.occurred_at for e in events if e.reason == "Requested"}
+    out = []
+    for event in events:
+        if event.reason == "Provisioned" and event.metadata.recorded_at is not None:
+            out.append((event.metadata.recorded_at - born[event.name]).total_seconds())
+    if isinstance(bus, NatsBus):
+        for config in runtime.consumer_configs:
+            await bus.delete_consumer(config.durable)
+        await bus.jetstream.purge_stream(STREAM_NAME, subject=f"eventplane.{tenant}.>")
+    return sorted(out)
+
+
 def with_database(url: str, database: str) -> str:
     base, _, query = url.partition("?")
     scheme, _, rest = base.partition("://")
@@ -154,6 +188,16 @@ async def run(args: argparse.Namespace) -> None:
                 await bus.close()
             print(f"runtime ({args.bus} bus, {args.concurrency} workers): {rate:,.0f} intents/s "
                   f"= {rate / raw:.2f}x the store figure")
+            if args.rate:
+                bus = InMemoryBus() if args.bus == "memory" else await open_bus(nats_url)
+                try:
+                    lat = await latency(store, bus, args.latency_intents, args.rate,
+                                        args.concurrency)
+                finally:
+                    await bus.close()
+                p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+                print(f"latency at {args.rate:g}/s ({len(lat)} intents): p50 {p(0.5):.1f} ms, "
+                      f"p99 {p(0.99):.1f} ms, max {lat[-1] * 1000:.1f} ms")
             print(f"commits {stats['commits']} (reconciles per commit "
                   f"{args.intents / max(1, int(str(stats['commits']))):.1f}), "
                   f"conflicts {stats['conflicts']}, released {stats['released']}, "
@@ -171,4 +215,7 @@ if __name__ == "__main__":
     parser.add_argument("--bus", choices=("nats", "memory"), default="nats")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--profile", metavar="OUT.html")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="also measure latency at this offered rate (intents/s)")
+    parser.add_argument("--latency-intents", type=int, default=500)
     asyncio.run(run(parser.parse_args()))

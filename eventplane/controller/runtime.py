@@ -902,7 +902,8 @@ class ControllerRuntime:
 
         for ticket in sorted(work.intents, key=lambda t: t.delivery.event.metadata.occurred_at):
             intent = ticket.delivery.event
-            if intent.id in known or rejection_id(intent) in known:
+            # (A new stream cannot hold it: skip hashing the rejection id then.)
+            if intent.id in known or (known and rejection_id(intent) in known):
                 result.duplicates += 1
                 continue
             known.add(intent.id)
