@@ -23,6 +23,7 @@ import click
 
 from eventplane import errors
 from evtctl.commands import apply as apply_cmd
+from evtctl.commands import db as db_cmd
 from evtctl.commands import delete as delete_cmd
 from evtctl.commands import describe as describe_cmd
 from evtctl.commands import events as events_cmd
@@ -122,6 +123,7 @@ def cli(
 
 COMMANDS: list[click.Command] = [
     apply_cmd.apply,
+    db_cmd.db,
     delete_cmd.delete,
     describe_cmd.describe,
     events_cmd.events,
