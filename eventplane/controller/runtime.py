@@ -8,10 +8,12 @@ store and the bus below it. ``evtctl run`` (through ``eventplane.runner``) calls
 Per resource ("key" = the stream ``(tenant, kind, name)``), whatever woke it:
 
 1. ``read_stream`` and ``fold`` — one read;
-2. each new intent: checked (subject/tenant, known kind, api version, spec, secret guard,
-   and signature/policy when configured) and ``admit_intent``-ed, or ``reject_intent``-ed
-   into an ``<Kind>.IntentRejected`` fact; an intent whose id (or rejection id) is already
-   in the stream is a duplicate delivery and changes nothing;
+2. each new intent: checked (known kind, api version, spec, secret guard, and
+   signature/policy when configured) and ``admit_intent``-ed, or ``reject_intent``-ed into
+   an ``<Kind>.IntentRejected`` fact; an intent whose id (or rejection id) is already in
+   the stream is a duplicate delivery and changes nothing. An event whose tenant, kind or
+   category differs from its subject's is refused at dispatch (term + error log) and
+   written nowhere;
 3. every controller of the kind ``reconcile``s once, with ``ReconcileContext.for_trigger``
    (time and ids from the trigger, so a replay decides the same), through
    ``apply_decision`` / ``record_exception`` — the mutate helpers write every event;
@@ -658,9 +660,17 @@ class ControllerRuntime:
     async def _dispatch_all(self, deliveries: Sequence[Delivery]) -> None:
         """Put each delivery on the work queue of every key it wakes."""
         unwanted: list[_Ticket] = []
+        refused: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
             self.stats.deliveries += 1
             event = delivery.event
+            try:
+                check_subject_tenant(delivery.subject, event)
+            except SubjectMismatchError as exc:
+                # Never written anywhere: recording it would put a fact into the stream
+                # of the tenant the sender impersonates.
+                refused.append((delivery, str(exc)))
+                continue
             self._inflight += 1
             if event.category is Category.INTENT:
                 self._work(event.stream).intents.append(_Ticket(delivery, 1))
@@ -673,6 +683,12 @@ class ControllerRuntime:
                 self._work(key).watched.append(ticket)
         for ticket in unwanted:
             await self._settle(ticket, ok=True)
+        for delivery, why in refused:
+            self.stats.terminated += 1
+            log.error("runtime %s: refused event %s: %s", self.holder_id, delivery.event.id, why,
+                      extra=_log_fields(delivery.event, "refused", reason="SubjectMismatch"))
+            with contextlib.suppress(UnavailableError, BusError):
+                await delivery.term()
 
     def _targets(self, event: Event) -> list[Key]:
         keys: list[Key] = []
@@ -908,7 +924,7 @@ class ControllerRuntime:
                 continue
             known.add(intent.id)
             ctx = ReconcileContext.for_trigger(intent, retry=self.retry)
-            problem = self._check_intent(ticket.delivery.subject, intent)
+            problem = self._check_intent(intent)
             if problem is None and last_intent_at is not None and (
                 intent.metadata.occurred_at < last_intent_at
             ):
@@ -991,12 +1007,9 @@ class ControllerRuntime:
         result.state = state
         return result
 
-    def _check_intent(self, subject: str, intent: Event) -> tuple[str, str] | None:
-        """Why the runtime refuses ``intent`` (reason, message), or None to admit it."""
-        try:
-            check_subject_tenant(subject, intent)
-        except SubjectMismatchError as exc:
-            return "SubjectMismatch", str(exc)
+    def _check_intent(self, intent: Event) -> tuple[str, str] | None:
+        """Why the runtime refuses ``intent`` (reason, message), or None to admit it.
+        (The subject/tenant check already ran at dispatch.)"""
         try:
             spec_cls = self.registry.spec_for(intent.kind)
         except UnknownKindError as exc:

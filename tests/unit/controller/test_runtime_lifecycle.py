@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventplane.bus import InMemoryBus
-from eventplane.event import Category, ConditionStatus, Event, EventMetadata
+from eventplane.event import Category, ConditionStatus, Event, EventMetadata, encode
 from eventplane.utils import utcnow, uuid7
 from tests.unit.controller.conftest import Harness
 from tests.unit.simulate import org_delete, org_intent
@@ -229,3 +229,16 @@ async def test_many_resources_are_reconciled_concurrently(harness: Harness) -> N
     for i in range(1, 41):
         assert "Provisioned" in await harness.types(f"org-{i}")
     assert runtime.stats.reconciles[("Organization", "done")] == 40
+
+
+async def test_intent_claiming_another_tenant_than_its_subject_is_refused_unwritten(
+    harness: Harness,
+) -> None:
+    intent = org_intent(1, tenant="victim")
+    harness.bus._publish_raw("eventplane.mallory.organization.intent", encode(intent))
+    runtime = await harness.drive()
+
+    assert runtime.stats.terminated == 1
+    assert await harness.store.read_all() == []
+    again = await harness.drive()
+    assert again.stats.deliveries == 0  # terminated, not left for redelivery
