@@ -307,8 +307,7 @@ class ProjectionWorker:
                 current = await self._lock_checkpoint(session)
                 if current != expected:
                     raise _Moved
-                for ev in events:
-                    await self.projection.apply(ev, session)
+                await self.projection.apply_batch(events, session)
                 await self._set_checkpoint(session, new)
         except _Moved:
             raise
@@ -356,8 +355,7 @@ class ProjectionWorker:
                     events = await self.store.read_all(
                         after=after, limit=self.batch_size, filter=self.filter
                     )
-                    for ev in events:
-                        await self.projection.apply(ev, session)
+                    await self.projection.apply_batch(events, session)
                     count += len(events)
                     if events:
                         position = events[-1].metadata.position
@@ -466,11 +464,14 @@ class _Doorbell:
         self._arrived: list[Delivery] = []
         self._signal = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         if subscription is not None:
             self._task = asyncio.create_task(self._fetch_loop(subscription))
 
     async def _fetch_loop(self, subscription: Subscription) -> None:
-        while True:
+        # The flag, not only cancellation, ends the loop: a client library that turns a
+        # cancelled fetch into "nothing arrived" would otherwise keep it running forever.
+        while not self._closing:
             try:
                 deliveries = await subscription.fetch(batch=256, timeout=self._poll)
             except (UnavailableError, BusError) as exc:
@@ -503,10 +504,16 @@ class _Doorbell:
         await self._signal.wait()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is None:
+            return
+        self._closing = True
+        self._task.cancel()
+        done, _ = await asyncio.wait({self._task}, timeout=self._poll + 5.0)
+        if not done:
+            log.warning("projection doorbell: the bus fetch did not stop; abandoning it")
+        else:
             await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._task = None
 
 
 async def _wait_any(stop_event: asyncio.Event, *waiters: Awaitable[object]) -> None:

@@ -45,8 +45,9 @@ def run(
 ) -> None:
     """Run controllers, relay and projection workers until interrupted."""
     settings = cli.settings()
+    # Warnings by default (the runtime logs every reconcile at INFO: -v shows them).
     logging.basicConfig(
-        level=logging.DEBUG if cli.verbose > 1 else logging.INFO,
+        level={0: logging.WARNING, 1: logging.INFO}.get(cli.verbose, logging.DEBUG),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

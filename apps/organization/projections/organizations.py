@@ -19,10 +19,11 @@ so it stays empty while, e.g., the seat limit blocks provisioning.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, select
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -100,17 +101,44 @@ class OrganizationsProjection(Projection):
     )
 
     async def apply(self, event: Event, session: AsyncSession) -> None:
+        await self.apply_batch([event], session)
+
+    async def apply_batch(self, events: Sequence[Event], session: AsyncSession) -> None:
+        # One SELECT for every row the batch touches, changes in memory, one flush at the
+        # worker's commit: a few round trips per batch instead of several per event.
+        keys = {(e.tenant, e.name) for e in events}
+        rows: dict[tuple[str, str], OrganizationRow | None] = dict.fromkeys(keys)
+        query = select(OrganizationRow).where(
+            tuple_(OrganizationRow.tenant, OrganizationRow.name).in_(sorted(keys))
+        )
+        for row in (await session.execute(query)).scalars():
+            rows[(row.tenant, row.name)] = row
+        with session.no_autoflush:
+            for event in events:
+                await self._apply_one(event, session, rows)
+
+    async def _apply_one(
+        self,
+        event: Event,
+        session: AsyncSession,
+        rows: dict[tuple[str, str], OrganizationRow | None],
+    ) -> None:
         meta = event.metadata
         assert meta.position is not None
         assert meta.stream_version is not None
         key = (event.tenant, event.name)
-        row = await session.get(OrganizationRow, key)
+        row = rows.get(key)
         reason = event.reason
 
         if event.category is Category.FACT and reason == "Deleted":
             if row is not None:
-                await session.delete(row)
-                await session.flush()  # a re-creation in the same batch inserts afresh
+                if row in session.new:
+                    session.expunge(row)  # created and deleted within this batch
+                else:
+                    await session.delete(row)
+                    # A re-creation later in the batch must INSERT after this DELETE.
+                    await session.flush()
+                rows[key] = None
             return
 
         if event.category is Category.INTENT and reason == "Requested":
@@ -132,6 +160,7 @@ class OrganizationsProjection(Projection):
                     position=meta.position,
                 )
                 session.add(row)
+                rows[key] = row
             row.api_version = event.api_version
             row.display_name = str(spec.get("display_name", ""))
             row.plan = str(spec.get("plan", ""))

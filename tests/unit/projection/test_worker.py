@@ -266,3 +266,31 @@ def test_worker_refuses_a_tenant_scoped_store(tmp_path: Any) -> None:
 def test_projection_name_must_be_a_tame_identifier() -> None:
     with pytest.raises(TypeError, match="lowercase"):
         type("Bad", (CountingProjection,), {"NAME": "Bad Name"})
+
+
+async def test_batching_does_not_change_the_read_model(
+    store: EventStore, store_url: str, pipeline: Pipeline
+) -> None:
+    """One event per transaction and the whole log in one batch (deletes and re-creations
+    of the same row inside it) give identical rows."""
+    await record_history(pipeline)
+    await pipeline.deliver(org_delete(9, name="globex"))
+    await pipeline.deliver(org_intent(10, name="globex", plan="enterprise"))
+    results = []
+    for batch_size in (1, 10_000):
+        engine = create_read_model_engine(store_url)
+        try:
+            worker = ProjectionWorker(
+                OrganizationsProjection(), store, engine, batch_size=batch_size
+            )
+            await worker.rebuild()
+            results.append(await org_rows(engine))
+        finally:
+            await engine.dispose()
+    one_by_one, all_at_once = results
+    assert all_at_once == one_by_one
+    assert {r["name"]: r["plan"] for r in one_by_one} == {
+        "acme": "enterprise",
+        "globex": "enterprise",
+        "initech": "free",
+    }
