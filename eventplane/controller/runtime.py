@@ -588,7 +588,13 @@ class ControllerRuntime:
         self._stopping = True
         for task in feeders:
             task.cancel()
-        await asyncio.gather(*feeders, return_exceptions=True)
+        if feeders:
+            # Bounded: a client library that swallows a cancellation must not turn a
+            # shutdown into a hang (the loops also check ``_stopping``).
+            _, stuck = await asyncio.wait(feeders, timeout=max(1.0, self.shutdown_grace))
+            if stuck:
+                log.error("runtime %s: %d fetch loop(s) ignored cancellation: %s",
+                          self.holder_id, len(stuck), sorted(t.get_name() for t in stuck))
         # Work that has not started goes back to the bus now.
         released = [w for k, w in self._pending.items() if k not in self._processing]
         for key in [k for k in self._pending if k not in self._processing]:
@@ -625,7 +631,7 @@ class ControllerRuntime:
 
     async def _fetch_loop(self, sub: _Sub) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             while self._inflight >= self.max_inflight:
                 self._room.clear()
                 await self._room.wait()
@@ -637,6 +643,8 @@ class ControllerRuntime:
                     min(self.batch_size, room), timeout=self.fetch_timeout
                 )
             except (UnavailableError, BusError) as exc:
+                if self._stopping:
+                    return
                 failures += 1
                 delay = min(5.0, 0.05 * 2**failures)
                 if failures == 1:
@@ -655,6 +663,11 @@ class ControllerRuntime:
                 log.warning("runtime %s: fetching %s works again", self.holder_id,
                             sub.config.durable)
                 failures = 0
+            if self._stopping:
+                for delivery in deliveries:  # fetched as the stop came: hand back at once
+                    with contextlib.suppress(UnavailableError, BusError):
+                        await delivery.nak()
+                return
             await self._dispatch_all(deliveries)
 
     async def _dispatch_all(self, deliveries: Sequence[Delivery]) -> None:

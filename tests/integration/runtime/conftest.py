@@ -53,8 +53,16 @@ class RuntimeProcesses:
         child.wait(timeout=10)
 
     def stop(self, child: subprocess.Popen[bytes]) -> int:
+        """SIGTERM, then the exit code; a child that does not exit in 30 s fails the test."""
         child.send_signal(signal.SIGTERM)
-        return child.wait(timeout=30)
+        try:
+            return child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+            raise AssertionError(
+                f"runtime process ignored SIGTERM for 30 s:\n{self.log_text()}"
+            ) from None
 
     def log_text(self) -> str:
         return "\n".join(

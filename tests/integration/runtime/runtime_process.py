@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from eventplane.bus import open_bus
 from eventplane.controller.runtime import ControllerRuntime
@@ -31,9 +32,11 @@ async def main(args: argparse.Namespace) -> None:
             max_concurrency=args.max_concurrency, shutdown_grace=5.0,
         )
         await runtime.run(stop)
+        print("runtime stopped", file=sys.stderr, flush=True)
     finally:
         await bus.close()
         await store.close()
+        print("closed", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
