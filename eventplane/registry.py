@@ -7,7 +7,11 @@ controllers and projections are recognised by shape (duck typing, see
 ``is_controller_class`` / ``is_projection_class``), never by importing their base classes.
 
 Discovery (``Registry.discover``) imports, for every domain package,
-``<pkg>.specs``, ``<pkg>.controllers`` and ``<pkg>.projections`` when they exist. Domain
+``<pkg>.specs`` and ``<pkg>.controllers`` when they exist; ``<pkg>.projections`` is imported
+on the first question about projections (``projections()``, ``projection(name)``), because
+read models bring SQLModel/SQLAlchemy with them and commands that only need specs
+(``evtctl --help``, ``specs list``, ``apply --dry-run``) must stay fast. Specs therefore
+belong in ``<pkg>.specs`` (or ``<pkg>.controllers``), never only in ``<pkg>.projections``. Domain
 packages are the subpackages of ``apps`` plus every module named by an entry point in
 the ``eventplane.apps`` group (how third-party packages plug in). A domain module may
 define ``register(registry)`` to register explicitly; otherwise the classes it exports
@@ -43,6 +47,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "eventplane.apps"
 _SUBMODULES = ("specs", "controllers", "projections")
+_DEFERRED = frozenset({"projections"})  # imported on first use: they pull in SQLAlchemy
 
 T = TypeVar("T", bound=type)
 
@@ -79,6 +84,8 @@ class Registry:
         self._controllers: dict[str, type[Any]] = {}
         self._projections: dict[str, type[Any]] = {}
         self._sources: list[str] = []
+        self._deferred: list[str] = []  # module names discovered but not imported yet
+        self._deferred_lock = threading.RLock()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -139,9 +146,11 @@ class Registry:
         return [c for c in found if kind is None or kind == c.KIND]
 
     def projections(self) -> list[type[Any]]:
+        self._load_deferred()
         return [self._projections[k] for k in sorted(self._projections)]
 
     def projection(self, name: str) -> type[Any]:
+        self._load_deferred()
         try:
             return self._projections[name]
         except KeyError:
@@ -198,8 +207,23 @@ class Registry:
             name = f"{package}.{sub}"
             if importlib.util.find_spec(name) is None:
                 continue
+            if sub in _DEFERRED:
+                with self._deferred_lock:
+                    self._deferred.append(name)
+                continue
             self.register_module(importlib.import_module(name))
         self._sources.append(package)
+
+    def _load_deferred(self) -> None:
+        """Import and register the projection modules discovery only noted."""
+        with self._deferred_lock:
+            while self._deferred:
+                name = self._deferred.pop(0)
+                try:
+                    module = importlib.import_module(name)
+                except ImportError as exc:
+                    raise ConfigError(f"cannot import domain module {name!r}: {exc}") from exc
+                self.register_module(module)
 
     def discover(
         self, *, packages: Iterable[str] = ("apps",), entry_points: bool = True
