@@ -121,6 +121,18 @@ class Bus(ABC):
     async def close(self) -> None:
         """Drain and release the connection. Idempotent."""
 
+    async def ping(self) -> None:
+        """Raise BusUnavailableError unless the broker answers now (readiness probes).
+
+        The default suits in-process buses, which are reachable while they exist.
+        """
+        return None
+
+    async def consumer_pending(self, durable: str) -> int | None:
+        """Messages durable consumer ``durable`` has not had acknowledged (undelivered +
+        unacknowledged), or None when this bus cannot tell (metrics)."""
+        return None
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -509,6 +509,41 @@ class EmbeddedBus(Bus):
             )
         return _EmbeddedSubscription(self, config, filt)
 
+    async def ping(self) -> None:
+        if self._closed:
+            raise BusUnavailableError("embedded bus is closed; open a new one")
+        try:
+            await self._conn.run(lambda tx: tx.fetchone("SELECT 1"), write=False)
+        except (StoreError, StoreUnavailableError) as exc:
+            raise _translate(exc) from exc
+
+    async def consumer_pending(self, durable: str) -> int | None:
+        def body(tx: SqliteTx) -> int | None:
+            row = tx.fetchone(
+                "SELECT cursor, filter_subject FROM bus_consumers WHERE durable = ?", (durable,)
+            )
+            if row is None:
+                return None
+            cursor, subject = row
+            filt = parse_filter(subject)
+            # NULL in a slot of the filter means "any value", as in SubjectFilter.matches.
+            ahead = tx.fetchone(
+                "SELECT count(*) FROM bus_messages WHERE seq > ?"
+                " AND (? IS NULL OR tenant = ?) AND (? IS NULL OR kind = ?)"
+                " AND (? IS NULL OR category = ?)",
+                (cursor, filt.tenant, filt.tenant, filt.kind, filt.kind,
+                 filt.category, filt.category),
+            )
+            unacked = tx.fetchone("SELECT count(*) FROM bus_pending WHERE durable = ?",
+                                  (durable,))
+            return int(ahead[0] if ahead else 0) + int(unacked[0] if unacked else 0)
+
+        try:
+            result: int | None = await self._conn.run(body, write=False)
+        except (StoreError, StoreUnavailableError) as exc:
+            raise _translate(exc) from exc
+        return result
+
     async def delete_consumer(self, durable: str) -> None:
         """Forget a durable and its unacknowledged deliveries."""
 

@@ -490,6 +490,23 @@ class NatsBus(Bus):
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, f"deleting consumer {durable}") from exc
 
+    async def ping(self) -> None:
+        if self._closed or not self._nc.is_connected:
+            raise BusUnavailableError(f"not connected to NATS at {redact_url(self._url)}")
+        try:
+            await self._nc.flush(timeout=2)  # a PING/PONG round trip to the server
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise _translate(exc, "pinging the server") from exc
+
+    async def consumer_pending(self, durable: str) -> int | None:
+        try:
+            info = await self._js.consumer_info(STREAM_NAME, durable)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise _translate(exc, f"reading consumer {durable}") from exc
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def close(self) -> None:
         if self._closed:
             return
