@@ -379,6 +379,7 @@ class NatsBus(Bus):
             )
         js = self._js
         futures: list[asyncio.Future[jsapi.PubAck]] = []
+        acks: asyncio.Future[Any] | None = None
         try:
             try:
                 for event in events:
@@ -394,7 +395,7 @@ class NatsBus(Bus):
                     f"event {event.id} is larger than the NATS server's max_payload; "
                     "store large data elsewhere and reference it"
                 ) from exc
-            acks: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*futures))
+            acks = asyncio.ensure_future(asyncio.gather(*futures))
             lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
             try:
                 done, _ = await asyncio.wait(
@@ -419,6 +420,10 @@ class NatsBus(Bus):
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, f"publishing {len(events)} events") from exc
         finally:
+            # On any way out (error, timeout, our caller cancelled) leave nothing pending:
+            # cancelling the gather first keeps it from ending with an unretrieved error.
+            if acks is not None and not acks.done():
+                acks.cancel()
             for fut in futures:
                 if not fut.done():
                     fut.cancel()  # frees nats-py's in-flight slot for this message

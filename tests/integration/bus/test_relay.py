@@ -104,6 +104,7 @@ async def test_relay_killed_between_append_and_publish_publishes_everything_on_r
     stored = await append_stream(store, backend.tenant, "acme", [Category.FACT] * 5)
     # The killed relay is another process: its own store connection, gone with it.
     async with open_store(f"sqlite:///{tmp_path / 'eventplane.db'}") as its_store:
+        await its_store.last_position()  # connected, as a relay process is before it works
         killed = Relay(its_store, bus, lease_ttl=0.5)
         task = asyncio.ensure_future(killed.run(asyncio.Event()))
         await asyncio.sleep(0.01)  # it starts, then dies without a clean shutdown
