@@ -65,7 +65,12 @@ from eventplane.projection import (
     create_read_model_engine,
 )
 from eventplane.registry import Registry, get_default_registry
-from eventplane.security import policy_from_settings, trusted_keys_from_settings
+from eventplane.security import (
+    Keypair,
+    policy_from_settings,
+    sign_intent,
+    trusted_keys_from_settings,
+)
 from eventplane.store import EventFilter, EventStore, open_store
 from eventplane.utils import uuid7
 
@@ -165,10 +170,11 @@ def _runtime(
     settings: Settings, store: EventStore, bus: Bus, registry: Registry, **options: Any
 ) -> ControllerRuntime:
     security = settings.security
-    # Signatures and policy are enforced when configured; the development default (no
-    # trusted keys, no policy) leaves intents unchecked here as on the edge.
-    trusted = trusted_keys_from_settings(security, settings.home) if security.trusted_keys else None
-    policy = policy_from_settings(security) if security.policy is not None else None
+    # Zero trust, always: with nothing configured the runtime trusts the development keyring
+    # under ``home`` (the one evtctl signs with from the same directory) and the development
+    # policy (only the dev actor); a production config trusts only its listed keys.
+    trusted = trusted_keys_from_settings(security, settings.home)
+    policy = policy_from_settings(security)
     return ControllerRuntime(
         store,
         bus,
@@ -209,6 +215,8 @@ async def run_workers(
     tenant: str | None = None,
     registry: Registry | None = None,
     started: Callable[[], None] | None = None,
+    health_port: int | None = None,
+    health_host: str = "127.0.0.1",
 ) -> None:
     """Run the runtime, the relay and the projection workers until ``stop_event``.
 
@@ -217,7 +225,9 @@ async def run_workers(
     part gets ``runtime.shutdown_grace`` (+5 s) to finish before it is cancelled.
     ``tenant`` confines the controller runtime to one tenant's intents (its own durable
     consumers ``eventplane-runtime-<tenant>``); projections and the relay always serve the
-    whole store. ``started`` is called once everything is set up.
+    whole store. ``started`` is called once everything is set up. ``health_port`` (0: any
+    free port) serves ``/healthz``, ``/readyz`` and ``/metrics`` on ``health_host`` for the
+    process's lifetime (``eventplane.observability``).
     """
     if not (controllers or projections or relay):
         raise ValidationError(
@@ -230,6 +240,9 @@ async def run_workers(
                 )
             ],
         )
+    # Here, not at the top: prometheus_client is only needed by worker processes.
+    from eventplane.observability import HealthServer, WorkerSet
+
     registry = registry or get_default_registry()
     registry.check()
     holder = _holder()
@@ -240,12 +253,19 @@ async def run_workers(
         stack.push_async_callback(bus.close)
         parts: dict[str, Awaitable[None]] = {}
         presence: list[str] = []
+        observed = WorkerSet(store, bus, stop_event=stop_event)
+        if health_port is not None:
+            health = HealthServer(observed, host=health_host, port=health_port)
+            await health.start()
+            stack.push_async_callback(health.close)
         if controllers:
             runtime = _runtime(settings, store, bus, registry, holder_id=holder, tenant=tenant)
+            observed.runtime = runtime
             parts["runtime"] = runtime.run(stop_event)
             presence.append(PRESENCE_LEASES["controllers"])
         if relay:
-            parts["relay"] = Relay(store, bus, holder=holder).run(stop_event)
+            observed.relay = Relay(store, bus, holder=holder)
+            parts["relay"] = observed.relay.run(stop_event)
         if projections:
             engine = create_read_model_engine(settings.store_dsn())
             stack.push_async_callback(engine.dispose)
@@ -259,12 +279,14 @@ async def run_workers(
                 stack.push_async_callback(own.close)
                 worker = ProjectionWorker(cls(), own, engine, bus=doorbell)
                 await worker.setup()
+                observed.projections.append(worker)
                 parts[f"projection {cls.NAME}"] = worker.run(stop_event)
             presence.append(PRESENCE_LEASES["projections"])
         parts["presence"] = _keep_presence(store, presence, holder, stop_event)
         tasks: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(part): name for name, part in parts.items()
         }
+        observed.tasks = {name: task for task, name in tasks.items()}
         log.info("workers %s: running %s", holder, ", ".join(parts))
         if started is not None:
             started()
@@ -346,10 +368,19 @@ class WaitResult:
         }
 
 
-async def publish_intents(settings: Settings, intents: Sequence[Event]) -> None:
-    """Publish intents on the configured bus (the runtime stores and reconciles them)."""
+async def publish_intents(
+    settings: Settings, intents: Sequence[Event], *, keypair: Keypair | None = None
+) -> None:
+    """Publish intents on the configured bus (the runtime stores and reconciles them).
+
+    With ``keypair`` every intent is signed first (``sign_intent``); without one they must
+    already be signed — the runtime rejects an unsigned intent as ``SignatureInvalid``.
+    Library callers get their keypair from ``eventplane.security.actor_identity``.
+    """
     if not intents:
         return
+    if keypair is not None:
+        intents = [sign_intent(intent, keypair) for intent in intents]
     bus = await open_bus(settings.bus_dsn())
     try:
         await bus.publish(list(intents))
@@ -562,8 +593,12 @@ async def apply_and_wait(
     wait: bool = True,
     timeout: float = 60.0,  # noqa: ASYNC109
     drive: bool | None = None,
+    keypair: Keypair | None = None,
 ) -> list[WaitResult]:
-    """Publish ``intents`` and (with ``wait``) wait for their outcomes (see ``wait_for``)."""
+    """Publish ``intents`` (signed with ``keypair`` when given, see ``publish_intents``) and
+    (with ``wait``) wait for their outcomes (see ``wait_for``)."""
+    if keypair is not None:
+        intents = [sign_intent(intent, keypair) for intent in intents]
     await publish_intents(settings, intents)
     if not wait:
         return []

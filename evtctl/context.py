@@ -7,11 +7,10 @@ resolving settings lazily and printing.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -19,6 +18,9 @@ import yaml
 
 from eventplane.config import Settings, load_settings
 from eventplane.registry import Registry, get_default_registry
+
+if TYPE_CHECKING:
+    from eventplane.security import Keypair
 
 __all__ = ["OUTPUT_FORMATS", "CliContext", "pass_cli", "render"]
 
@@ -30,12 +32,14 @@ class CliContext:
     """Global options, and settings loaded on first use (so ``--help`` never reads files)."""
 
     config_path: Path | None = None
-    tenant: str | None = None  # set only when given explicitly (--tenant / EVTCTL_TENANT)
+    tenant: str | None = None  # only the --tenant flag (EVENTPLANE_TENANT reaches settings())
     store_url: str | None = None
     bus_url: str | None = None
     verbose: int = 0
     output: str | None = None
     _settings: Settings | None = field(default=None, repr=False)
+    _identity: tuple[str, Keypair] | None = field(default=None, repr=False)
+    _warned_development: bool = field(default=False, repr=False)
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -49,14 +53,37 @@ class CliContext:
         return get_default_registry()
 
     def actor(self) -> str:
-        """Who is asking: the configured actor, else the OS user."""
-        configured = self.settings().security.actor
-        if configured:
-            return configured
-        try:
-            return f"user:{getpass.getuser()}"
-        except (KeyError, OSError):  # no passwd entry (containers)
-            return "user:unknown"
+        """Who is asking: ``security.actor``, else the local development actor.
+
+        The name must be the one the signing key is trusted for (``identity``), never the
+        OS user: the runtime rejects an intent whose actor its key may not speak for.
+        """
+        from eventplane.security import DEV_ACTOR
+
+        return self.settings().security.actor or DEV_ACTOR
+
+    def identity(self) -> tuple[str, Keypair]:
+        """The actor and the key that signs its intents (``actor_identity``): the key from
+        ``security.key_file`` / ``EVENTPLANE_ACTOR_SEED``, else the development keyring
+        under ``home`` (created on first use)."""
+        if self._identity is None:
+            from eventplane.security import actor_identity
+
+            settings = self.settings()
+            self._identity = actor_identity(settings.security, settings.home)
+        return self._identity
+
+    def warn_development_policy(self) -> None:
+        """Say once per command that no policy is configured (development mode)."""
+        if self._warned_development:
+            return
+        self._warned_development = True
+        click.echo(
+            "warning: no security.policy is configured (development mode): the local "
+            "development actor may do everything; configure security.policy before sharing "
+            "this store",
+            err=True,
+        )
 
     def output_format(self, local: str | None, default: str) -> str:
         return local or self.output or default

@@ -6,7 +6,8 @@ the runtime later stores the intent through ``mutate.admit_intent``, which assig
 real generation. Intents are validated against the kind's registered ``ResourceSpec``
 (the default registry unless one is passed), stamped with a UUIDv7 id, a correlation id
 (the intent's own id unless the caller continues a conversation), ``occurred_at`` and the
-spec's ``api_version``. This is an edge: it may read the clock and make random ids; pass
+spec's ``api_version``, and refused (``SecretMaterialError`` naming the field) when the
+spec or labels carry secret material. This is an edge: it may read the clock and make random ids; pass
 ``now``/``event_id`` for reproducible output.
 """
 
@@ -21,6 +22,7 @@ import pydantic
 
 from eventplane.errors import FieldError, ManifestError, ValidationError
 from eventplane.event.model import Category, Event, EventMetadata
+from eventplane.security.secrets import ensure_event_has_no_secret_material
 from eventplane.spec import Manifest, ResourceSpec, SpecLookup, validation_errors
 from eventplane.utils import DNS_LABEL_RE, is_dns_label, utcnow, uuid7
 
@@ -261,7 +263,7 @@ class EventFactory:
             )
         ident = event_id or uuid7()
         try:
-            return Event(
+            event = Event(
                 id=ident,
                 tenant=tenant,
                 kind=kind,
@@ -287,3 +289,7 @@ class EventFactory:
                     for err in exc.errors(include_url=False)
                 ],
             ) from exc
+        # Secrets never enter the immutable log: refuse, naming the field, before the
+        # intent exists anywhere (the runtime checks again on intake).
+        ensure_event_has_no_secret_material(event)
+        return event

@@ -18,7 +18,9 @@ Bookkeeping event types the helpers write (reasons reserved; see ``RESERVED_REAS
     <Kind>.RequeueCleared     internal  the pending timer is no longer wanted
     <Kind>.ReconcileFailed    fact      data {"reason", "message", "attempts", "generation"}
     <Kind>.IntentRejected     fact      data {"intent_id", "intent_type", "actor", "reason",
-                                              "message"}
+                                              "message", "signature"}; metadata.actor is
+                                              the rejected intent's (claimed) actor, so
+                                              ``events --actor X`` finds X's refusals too
     <Kind>.Deleted            fact      deletion requested and no finalizers left
 
 Order within one decision: finalizer additions (so cleanup is guaranteed before anything
@@ -342,12 +344,14 @@ def reject_intent(
                 "actor": intent.metadata.actor,
                 "reason": reason,
                 "message": message,
+                # Audit evidence: the refused intent is not stored, its signature is.
+                "signature": intent.metadata.signature,
             },
             metadata=EventMetadata(
                 generation=state.generation,
                 correlation_id=intent.metadata.correlation_id,
                 causation_id=intent.id,
-                actor=ctx.actor,
+                actor=intent.metadata.actor,
                 source=ctx.source,
                 occurred_at=intent.metadata.occurred_at,
             ),

@@ -9,9 +9,9 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from eventplane.errors import AuthorizationError
 from eventplane.event.model import Event
 from eventplane.runner import WaitResult
-from eventplane.security import load_keypair, policy_from_settings, sign_intent
 from evtctl.context import CliContext, render
 
 __all__ = ["RESULT_COLUMNS", "prepare_intents", "raise_first_failure", "render_results", "run"]
@@ -26,17 +26,37 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def prepare_intents(cli: CliContext, intents: Sequence[Event], verb: str) -> list[Event]:
-    """Authorize at the edge when a policy is configured, and sign when a key is."""
-    settings = cli.settings()
-    security = settings.security
-    if security.policy is not None:
-        policy = policy_from_settings(security)
-        for intent in intents:
-            policy.ensure_allowed(intent.metadata.actor, verb, intent.kind, intent.tenant)
-    keypair = load_keypair(security.key_file)
-    if keypair is None:
-        return list(intents)
-    return [sign_intent(intent, keypair) for intent in intents]
+    """The edge checks, before anything is published: secret guard, authorization, signing.
+
+    Raises ``SecretMaterialError`` naming the field (exit 3) or ``PolicyDeniedError``
+    naming the rule that would allow it (exit 6); nothing is published then. With no
+    policy configured it warns once that the development actor may do everything.
+    """
+    from eventplane.security import (
+        ensure_event_has_no_secret_material,
+        policy_from_settings,
+        sign_intent,
+    )
+
+    security = cli.settings().security
+    for intent in intents:
+        ensure_event_has_no_secret_material(intent)
+    policy = policy_from_settings(security)
+    if policy.is_development:
+        cli.warn_development_policy()
+    for intent in intents:
+        policy.ensure_allowed(intent.metadata.actor, verb, intent.kind, intent.tenant)
+    actor, keypair = cli.identity()
+    signed = []
+    for intent in intents:
+        if intent.metadata.actor != actor:
+            # Built for another actor than the key speaks for: the runtime would reject it.
+            raise AuthorizationError(
+                f"{intent.kind} {intent.name!r} is sent as actor {intent.metadata.actor!r} "
+                f"but the signing key is {actor!r}'s; set security.actor to match the key"
+            )
+        signed.append(sign_intent(intent, keypair))
+    return signed
 
 
 def render_results(results: Sequence[WaitResult], fmt: str) -> None:

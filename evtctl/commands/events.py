@@ -1,9 +1,11 @@
-"""``evtctl events [--kind K] [--name N] [--category C] [--since POSITION] [--follow] [-o json]``.
+"""``evtctl events [--kind K] [--name N] [--category C] [--actor A] [--since POSITION] [--follow]``.
 
 The current tenant's events in position order (``eventplane.runner.follow_events``):
 a table by default, one CloudEvents JSON document per line with ``-o json``. ``--follow``
 keeps streaming new events until interrupted (Ctrl-C / SIGTERM) and never skips one — it
-follows the store's gap-safe ``read_all(after=…)``.
+follows the store's gap-safe ``read_all(after=…)``. ``--actor`` is the incident-response
+view: every event recorded for that actor, its admitted intents and the ``IntentRejected``
+facts of its refused ones alike.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ __all__ = ["events"]
 @click.option(
     "--category", type=click.Choice([c.value for c in Category]), help="Only this category."
 )
+@click.option(
+    "--actor",
+    "actors",
+    multiple=True,
+    help="Only events recorded for this actor (repeatable): what an actor did, accepted or "
+    "rejected.",
+)
 @click.option("--since", type=click.IntRange(min=0), default=0, help="Start after this position.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new events.")
 @click.option("-o", "--output", "output", type=click.Choice(OUTPUT_FORMATS), help="Output format.")
@@ -39,6 +48,7 @@ def events(
     kind: str | None,
     name: str | None,
     category: str | None,
+    actors: tuple[str, ...],
     since: int,
     follow: bool,
     output: str | None,
@@ -49,6 +59,7 @@ def events(
         kinds=(_resolve_kind(cli, kind),) if kind else (),
         names=(name,) if name else (),
         categories=(Category(category),) if category else (),
+        actors=actors,
     )
     fmt = cli.output_format(output, "table")
 

@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar
 from pydantic import AfterValidator, Field
 
 from apps.organization.models.plans import Plan
+from eventplane.security.secrets import SecretRef
 from eventplane.spec import ResourceSpec
 
 __all__ = ["OrganizationSpec"]
@@ -19,22 +20,12 @@ __all__ = ["OrganizationSpec"]
 # Deliberately simple: one '@', no spaces, a dot in the domain. Full RFC 5322 checking
 # belongs to the mail system, not to an orchestration spec.
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-_SECRETREF_RE = re.compile(r"^secretref://[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
 
 
 def _email(value: str) -> str:
     if not _EMAIL_RE.match(value) or len(value) > 254:
         raise ValueError(f"{value!r} is not an e-mail address, e.g. 'ada@example.com'")
     return value.lower()
-
-
-def _secretref(value: str) -> str:
-    if not _SECRETREF_RE.match(value):
-        raise ValueError(
-            "must be an opaque handle like 'secretref://billing/acme', never the account "
-            "details themselves"
-        )
-    return value
 
 
 def _unique(values: list[str]) -> list[str]:
@@ -75,7 +66,6 @@ class OrganizationSpec(ResourceSpec):
         ),
     ]
     billing_account: Annotated[
-        str | None,
-        AfterValidator(lambda v: v if v is None else _secretref(v)),
+        SecretRef | None,
         Field(description="Opaque billing handle, e.g. 'secretref://billing/acme' (optional)"),
     ] = None
