@@ -7,8 +7,8 @@ real generation. Intents are validated against the kind's registered ``ResourceS
 (the default registry unless one is passed), stamped with a UUIDv7 id, a correlation id
 (the intent's own id unless the caller continues a conversation), ``occurred_at`` and the
 spec's ``api_version``, and refused (``SecretMaterialError`` naming the field) when the
-spec or labels carry secret material. This is an edge: it may read the clock and make random ids; pass
-``now``/``event_id`` for reproducible output.
+spec or labels carry secret material. This is an edge: it may read the clock and make
+random ids; pass ``now``/``event_id`` for reproducible output.
 """
 
 from __future__ import annotations
