@@ -2,7 +2,8 @@
 
 Imported by ``evtctl.main`` (which builds the context) and by each module in
 ``evtctl/commands`` (which receive it through ``pass_cli``). Holds no logic beyond
-resolving settings lazily and printing.
+resolving settings lazily and printing. Settings, the registry and YAML are imported on
+first use, so that ``evtctl --help`` loads none of them.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-import yaml
-
-from eventplane.config import Settings, load_settings
-from eventplane.registry import Registry, get_default_registry
 
 if TYPE_CHECKING:
+    from eventplane.config import Settings
+    from eventplane.registry import Registry
     from eventplane.security import Keypair
 
 __all__ = ["OUTPUT_FORMATS", "CliContext", "pass_cli", "render"]
@@ -43,6 +42,8 @@ class CliContext:
 
     def settings(self) -> Settings:
         if self._settings is None:
+            from eventplane.config import load_settings
+
             loaded = load_settings(config_path=self.config_path)
             self._settings = loaded.with_overrides(
                 tenant=self.tenant, store_url=self.store_url, bus_url=self.bus_url
@@ -50,6 +51,8 @@ class CliContext:
         return self._settings
 
     def registry(self) -> Registry:
+        from eventplane.registry import get_default_registry
+
         return get_default_registry()
 
     def actor(self) -> str:
@@ -108,6 +111,8 @@ def render(data: Any, fmt: str, *, columns: Sequence[str] | None = None) -> None
     if fmt == "json":
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     elif fmt == "yaml":
+        import yaml
+
         if isinstance(data, list):
             click.echo(yaml.safe_dump_all(data, sort_keys=False, allow_unicode=True), nl=False)
         else:

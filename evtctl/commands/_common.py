@@ -1,20 +1,33 @@
-"""Shared by the publishing commands (``apply``, ``delete``): edge checks on intents and
-rendering of ``--wait`` outcomes. Kept here so each command module stays one parse → one
-library call → one render.
+"""What several commands share: kind resolution, the edge checks on intents (``apply``,
+``delete``) and rendering of ``--wait`` outcomes. Kept here so each command module stays
+one parse → one library call → one render.
+
+Heavy modules (the runner, and through it the store and bus drivers) are imported inside
+the functions that need them: importing a command module must stay cheap
+(``tests/unit/test_evtctl_cli.py`` pins it).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventplane.errors import AuthorizationError
-from eventplane.event.model import Event
-from eventplane.runner import WaitResult
 from evtctl.context import CliContext, render
 
-__all__ = ["RESULT_COLUMNS", "prepare_intents", "raise_first_failure", "render_results", "run"]
+if TYPE_CHECKING:
+    from eventplane.event.model import Event
+    from eventplane.runner import WaitResult
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "prepare_intents",
+    "raise_first_failure",
+    "render_results",
+    "resolve_kind",
+    "run",
+]
 
 RESULT_COLUMNS = ("kind", "name", "tenant", "result", "reason", "message")
 T = TypeVar("T")
@@ -23,6 +36,16 @@ T = TypeVar("T")
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one library coroutine to completion (each command is one event loop)."""
     return asyncio.run(coro)
+
+
+def resolve_kind(cli: CliContext, kind: str) -> str:
+    """The registered spelling of KIND: kubectl accepts "organization" for
+    "Organization", and so do we. An unknown kind raises UnknownKindError listing them."""
+    registry = cli.registry()
+    for known in registry.kinds():
+        if known.lower() == kind.lower():
+            return known
+    return registry.spec_for(kind).KIND
 
 
 def prepare_intents(cli: CliContext, intents: Sequence[Event], verb: str) -> list[Event]:

@@ -19,9 +19,14 @@ import click
 
 from eventplane.event.cloudevents import to_cloudevent
 from eventplane.event.factory import EventFactory
-from eventplane.runner import apply_and_wait
 from eventplane.spec import Manifest, PromptFn, load_manifest_file, load_manifest_stream
-from evtctl.commands._common import prepare_intents, raise_first_failure, render_results, run
+from evtctl.commands._common import (
+    prepare_intents,
+    raise_first_failure,
+    render_results,
+    resolve_kind,
+    run,
+)
 from evtctl.context import OUTPUT_FORMATS, CliContext, pass_cli, render
 
 __all__ = ["apply"]
@@ -38,12 +43,7 @@ def _prompt(path: str, description: str, default: Any) -> Any:
     return click.prompt(f"{path} ({description})", default=default, err=True)
 
 
-def _resolve_kind(cli: CliContext, kind: str) -> str:
-    # kubectl accepts "organization" for "Organization"; so do we.
-    for known in cli.registry().kinds():
-        if known.lower() == kind.lower():
-            return known
-    return cli.registry().spec_for(kind).KIND  # raises UnknownKindError listing kinds
+_resolve_kind = resolve_kind  # the other command modules import it from here
 
 
 @click.command("apply")
@@ -99,6 +99,9 @@ def apply(
         )
         return
     intents = prepare_intents(cli, intents, "apply")
+    # Imported here: the runner brings the store and bus drivers, which --dry-run never needs.
+    from eventplane.runner import apply_and_wait
+
     results = run(apply_and_wait(settings, intents, wait=wait, timeout=timeout))
     fmt = cli.output_format(output, "table")
     if not wait:

@@ -1,21 +1,23 @@
 """``evtctl db migrate`` and ``evtctl db status``: the event store's schema.
 
-Thin: one call to ``eventplane.store.migrate`` / ``status`` each, then render. PostgreSQL
+Thin: one call to ``eventplane.store.migrate`` / ``status`` each (imported inside the
+commands: the store package brings its drivers), then render. PostgreSQL
 applies the numbered ``sqls/`` migrations (idempotent, recorded, under an advisory lock);
 SQLite reports its embedded schema, created on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from eventplane.store import MigrationStatus, migrate, status
-from eventplane.store.url import parse_store_url
 from eventplane.utils import format_time
 from evtctl.commands._common import run
 from evtctl.context import OUTPUT_FORMATS, CliContext, pass_cli, render
+
+if TYPE_CHECKING:
+    from eventplane.store import MigrationStatus
 
 __all__ = ["db"]
 
@@ -43,6 +45,9 @@ def db() -> None:
 @pass_cli
 def migrate_command(cli: CliContext) -> None:
     """Apply pending migrations to the configured store (safe to run repeatedly)."""
+    from eventplane.store import migrate
+    from eventplane.store.url import parse_store_url
+
     settings = cli.settings()
     applied = run(migrate(settings.store_dsn()))
     where = parse_store_url(settings.store_url).redacted
@@ -58,5 +63,7 @@ def migrate_command(cli: CliContext) -> None:
 @pass_cli
 def status_command(cli: CliContext, output: str | None) -> None:
     """List every migration and whether it is applied, pending or modified since."""
+    from eventplane.store import status
+
     items = run(status(cli.settings().store_dsn()))
     render(_rows(items), cli.output_format(output, "table"), columns=_COLUMNS)

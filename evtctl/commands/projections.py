@@ -1,14 +1,18 @@
 """``evtctl projections list`` (name, checkpoint, lag) and ``evtctl projections rebuild
 NAME`` (clear the read model and replay the log, with progress).
 
-Calls ``eventplane.runner.projection_status`` / ``rebuild_projection``.
+Calls ``eventplane.runner.projection_status`` / ``rebuild_projection``, imported inside the
+commands (the runner brings the store and bus drivers; ``--help`` must not).
 """
 
 from __future__ import annotations
 
+import sys
+from contextlib import ExitStack
+from typing import Any
+
 import click
 
-from eventplane.runner import projection_status, rebuild_projection
 from evtctl.commands._common import run
 from evtctl.context import OUTPUT_FORMATS, CliContext, pass_cli, render
 
@@ -25,6 +29,8 @@ def projections() -> None:
 @pass_cli
 def list_projections(cli: CliContext, output: str | None) -> None:
     """Every registered projection with its checkpoint and lag (positions behind)."""
+    from eventplane.runner import projection_status
+
     status = run(projection_status(cli.settings(), registry=cli.registry()))
     rows = [
         {"name": s.name, "checkpoint": s.checkpoint, "lag": s.lag, "tables": ", ".join(s.tables)}
@@ -35,21 +41,51 @@ def list_projections(cli: CliContext, output: str | None) -> None:
     )
 
 
+class _Progress:
+    """``progress(position, target)`` for the rebuild: a bar on a terminal, otherwise one
+    plain line per tenth of the way (a log file or CI output wants lines, not redraws)."""
+
+    def __init__(self, name: str, stack: ExitStack, *, terminal: bool) -> None:
+        self._name = name
+        self._stack = stack
+        self._terminal = terminal
+        self._bar: Any = None
+        self._shown = 0
+        self._last_tenth = -1
+
+    def __call__(self, done: int, target: int) -> None:
+        if self._terminal:
+            if self._bar is None:
+                self._bar = self._stack.enter_context(
+                    click.progressbar(
+                        length=max(target, 1),
+                        label=f"rebuilding {self._name}",
+                        show_pos=True,
+                        file=sys.stderr,
+                    )
+                )
+            self._bar.update(max(0, done - self._shown))
+            self._shown = max(self._shown, done)
+            return
+        tenth = 10 if target == 0 else min(10, done * 10 // target)
+        if tenth != self._last_tenth:
+            self._last_tenth = tenth
+            click.echo(
+                f"rebuilding {self._name}: position {done}/{target} ({tenth * 10}%)", err=True
+            )
+
+
 @projections.command("rebuild")
 @click.argument("name")
 @pass_cli
 def rebuild(cli: CliContext, name: str) -> None:
     """Clear projection NAME's tables and replay every event into them (one transaction)."""
+    from eventplane.runner import rebuild_projection
+
     settings = cli.settings()
     registry = cli.registry()
     registry.projection(name)  # NotFoundError (exit 5) before anything is touched
-
-    def progress(done: int, target: int) -> None:
-        percent = 100 if target == 0 else min(100, done * 100 // target)
-        click.echo(
-            f"\rrebuilding {name}: position {done}/{target} ({percent}%)", nl=False, err=True
-        )
-
-    count = run(rebuild_projection(settings, name, progress=progress, registry=registry))
-    click.echo("", err=True)
+    with ExitStack() as stack:
+        progress = _Progress(name, stack, terminal=sys.stderr.isatty())
+        count = run(rebuild_projection(settings, name, progress=progress, registry=registry))
     click.echo(f"projection {name} rebuilt from {count} events")

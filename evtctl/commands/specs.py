@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from evtctl.commands.apply import _resolve_kind
+from evtctl.commands._common import resolve_kind
 from evtctl.context import OUTPUT_FORMATS, CliContext, pass_cli, render
 
 __all__ = ["specs"]
@@ -43,7 +43,7 @@ def list_specs(cli: CliContext, output: str | None) -> None:
 @pass_cli
 def show_spec(cli: CliContext, kind: str, output: str | None) -> None:
     """Print KIND's spec as JSON Schema."""
-    spec_cls = cli.registry().spec_for(_resolve_kind(cli, kind))
+    spec_cls = cli.registry().spec_for(resolve_kind(cli, kind))
     schema = spec_cls.model_json_schema()
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
