@@ -6,7 +6,8 @@ append and read. Kept free of driver imports so the mapping is testable on its o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from eventplane.utils import format_time, json_dumps, parse_time
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "EventValues",
+    "build_events",
     "check_read_scope",
     "check_stored_batch",
     "event_from_row",
@@ -41,6 +43,7 @@ __all__ = [
 
 DEFAULT_MAX_EVENT_BYTES = MAX_EVENT_BYTES
 _M = TypeVar("_M", bound=BaseModel)
+_R = TypeVar("_R")
 # Key attributes travel next to the body on the wire; below this much headroom the body
 # alone decides, above it the exact CloudEvents size is computed (rare, large events only).
 _HEADER_ALLOWANCE = 4096
@@ -306,3 +309,23 @@ def event_from_row(
         },
         _EVENT_FIELDS,
     )
+
+
+def build_events(rows: Iterable[_R], build: Callable[[_R], Event]) -> list[Event]:
+    """``[build(r) for r in rows]`` with the cyclic garbage collector paused.
+
+    A page of 1,000 rows allocates ~10,000 container objects (body dicts, model dicts,
+    field sets) that all stay alive, so the collector runs a dozen young-generation passes
+    per page and keeps promoting the page into older generations, which then get scanned
+    too — in the profile that was 2-3x the cost of building the events themselves. None of
+    these objects form cycles, so pausing collection while the page is built loses nothing;
+    the collector runs as usual on its next trigger after the page. Synchronous (no await
+    inside), so no other task runs while collection is paused.
+    """
+    if not gc.isenabled():
+        return [build(r) for r in rows]
+    gc.disable()
+    try:
+        return [build(r) for r in rows]
+    finally:
+        gc.enable()

@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import aiosqlite
@@ -45,6 +45,7 @@ from eventplane.errors import (
 from eventplane.event.model import Event, stream_id
 from eventplane.store._common import (
     DEFAULT_MAX_EVENT_BYTES,
+    build_events,
     check_read_scope,
     check_stored_batch,
     event_from_row,
@@ -60,6 +61,8 @@ __all__ = ["SCHEMA_VERSION", "SqliteEventStore", "connect_sqlite", "ensure_sqlit
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
+
 _POLL_INTERVAL = 0.05  # how often wait_for_append looks for other processes' commits
 
 _COLUMNS = (
@@ -143,6 +146,25 @@ async def ensure_sqlite_schema(conn: aiosqlite.Connection) -> int:
     return version
 
 
+async def _to_completion(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` so that cancelling the caller cannot interrupt it half-way.
+
+    aiosqlite executes each statement on its own thread; cancelling the awaiting task
+    does not stop the statement. A cancellation landing between ``BEGIN IMMEDIATE`` and
+    ``COMMIT``/``ROLLBACK`` would leave the shared writer inside an open transaction (every
+    later write then fails), and one landing inside ``connect`` would leak the connection's
+    thread. So transactions and connects always run to their end; the caller's
+    cancellation is re-raised once they have.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
 def _translate(exc: BaseException, what: str) -> EventplaneError:
     if isinstance(exc, EventplaneError):
         return exc
@@ -186,19 +208,22 @@ class SqliteEventStore(EventStore):
             raise StoreError("the event store is closed; open a new one")
         async with self._connect_lock:
             if self._writer is None or self._reader is None:
-                writer = await connect_sqlite(self.path)
-                try:
-                    await ensure_sqlite_schema(writer)
-                    reader = await connect_sqlite(self.path)
-                except BaseException as exc:
-                    await writer.close()
-                    if isinstance(exc, sqlite3.Error):
-                        raise _translate(exc, "schema creation") from exc
-                    raise
-                self._writer, self._reader = writer, reader
+                self._writer, self._reader = await _to_completion(self._open_connections())
         assert self._writer is not None
         assert self._reader is not None
         return self._writer, self._reader
+
+    async def _open_connections(self) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+        writer = await connect_sqlite(self.path)
+        try:
+            await ensure_sqlite_schema(writer)
+            reader = await connect_sqlite(self.path)
+        except BaseException as exc:
+            await writer.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, "schema creation") from exc
+            raise
+        return writer, reader
 
     async def _fetch(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         _, reader = await self._connections()
@@ -221,17 +246,21 @@ class SqliteEventStore(EventStore):
         first = batch[0].event
         evs = [v.event for v in batch]
         writer, _ = await self._connections()
-        async with self._write_lock:
-            try:
-                await writer.execute("BEGIN IMMEDIATE")
+
+        async def transaction() -> list[Event] | int:
+            async with self._write_lock:
                 try:
-                    result = await self._append_locked(writer, batch, evs, first, expected)
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        await writer.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _translate(exc, "append") from exc
+                    await writer.execute("BEGIN IMMEDIATE")
+                    try:
+                        return await self._append_locked(writer, batch, evs, first, expected)
+                    except BaseException:
+                        with contextlib.suppress(sqlite3.Error):
+                            await writer.execute("ROLLBACK")
+                        raise
+                except sqlite3.Error as exc:
+                    raise _translate(exc, "append") from exc
+
+        result = await _to_completion(transaction())
         if isinstance(result, int):
             raise ConcurrencyError(
                 stream_id(first.tenant, first.kind, first.name), expected_version, result
@@ -319,7 +348,7 @@ class SqliteEventStore(EventStore):
             "AND name = ? AND stream_version > ? ORDER BY stream_version",
             (tenant, kind, name, from_version),
         )
-        return [_row_event(r) for r in rows]
+        return build_events(rows, _row_event)
 
     async def read_all(
         self, *, after: int = 0, limit: int = 1000, filter: EventFilter | None = None
@@ -348,7 +377,7 @@ class SqliteEventStore(EventStore):
             "ORDER BY position LIMIT ?",
             params,
         )
-        return [_row_event(r) for r in rows]
+        return build_events(rows, _row_event)
 
     async def last_position(self) -> int:
         if self.tenant is None:
@@ -413,21 +442,25 @@ class SqliteEventStore(EventStore):
     async def _write_one(self, what: str, sql: str, params: Sequence[Any]) -> int:
         """One write statement in its own IMMEDIATE transaction; returns rows changed."""
         writer, _ = await self._connections()
-        async with self._write_lock:
-            try:
-                await writer.execute("BEGIN IMMEDIATE")
+
+        async def transaction() -> int:
+            async with self._write_lock:
                 try:
-                    cursor = await writer.execute(sql, params)
-                    changed = cursor.rowcount
-                    await cursor.close()
-                    await writer.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        await writer.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _translate(exc, what) from exc
-        return changed
+                    await writer.execute("BEGIN IMMEDIATE")
+                    try:
+                        cursor = await writer.execute(sql, params)
+                        changed = cursor.rowcount
+                        await cursor.close()
+                        await writer.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(sqlite3.Error):
+                            await writer.execute("ROLLBACK")
+                        raise
+                except sqlite3.Error as exc:
+                    raise _translate(exc, what) from exc
+            return changed
+
+        return await _to_completion(transaction())
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         await self._write_one(
