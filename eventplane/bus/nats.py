@@ -242,11 +242,12 @@ class NatsBus(Bus):
         redacted = redact_url(url)
 
         async def on_disconnected() -> None:
-            if holder:
-                holder[0]._lost.set()
-                holder[0]._error_logged = False
-                if holder[0]._closed:
-                    return  # our own close(), not an outage
+            if not holder:
+                return  # the first connect is still retrying; its failure is raised below
+            holder[0]._lost.set()
+            holder[0]._error_logged = False
+            if holder[0]._closed:
+                return  # our own close(), not an outage
             log.warning("bus: disconnected from NATS %s; reconnecting until it is back", redacted)
 
         async def on_reconnected() -> None:
@@ -256,11 +257,11 @@ class NatsBus(Bus):
 
         async def on_error(exc: Exception) -> None:
             # Each failed reconnect attempt reports here; one line per outage is enough.
-            if holder and holder[0]._error_logged:
+            # Before the first connection the BusUnavailableError below is that one line.
+            if not holder or holder[0]._error_logged:
                 log.debug("bus: NATS error: %r", exc)
                 return
-            if holder:
-                holder[0]._error_logged = True
+            holder[0]._error_logged = True
             log.warning("bus: NATS %s: %r", redacted, exc)
 
         async def on_closed() -> None:
