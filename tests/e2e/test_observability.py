@@ -9,8 +9,10 @@ import asyncio
 import http.client
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import orjson
 import pytest
@@ -19,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventplane.bus import open_bus
 from eventplane.observability import HealthServer, WorkerSet
 from eventplane.store import open_store
-from tests.e2e.conftest import Cli, org_manifest
+from tests.e2e.conftest import EVTCTL, Cli, org_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -118,11 +120,7 @@ def test_worker_process_serves_probes_metrics_and_json_logs(cli: Cli) -> None:
         assert line["level"] == "info"
 
 
-def cli_popen(cli: Cli, log: object, *args: str):  # type: ignore[no-untyped-def]
-    import subprocess
-
-    from tests.e2e.conftest import EVTCTL
-
+def cli_popen(cli: Cli, log: IO[bytes], *args: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [*EVTCTL, *args], cwd=cli.cwd, env=cli.env, stdout=log, stderr=subprocess.STDOUT
     )
