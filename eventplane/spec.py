@@ -201,10 +201,12 @@ def parse_documents(
                 "manifest is not UTF-8 text",
                 [FieldError("", str(exc), "save the file as UTF-8")],
             ) from exc
-    loader = _ManifestLoader(text, limits)
     documents: list[tuple[int, Any]] = []
     index = 0
+    loader: _ManifestLoader | None = None
     try:
+        # Inside the try: PyYAML's reader rejects non-printable characters already here.
+        loader = _ManifestLoader(text, limits)
         while loader.check_data():  # type: ignore[no-untyped-call]
             if index >= limits.max_documents:
                 raise ManifestError(
@@ -229,7 +231,8 @@ def parse_documents(
             document=index,
         ) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not documents:
         raise ManifestError(
             "no manifest documents found",
