@@ -208,12 +208,13 @@ class SqliteEventStore(EventStore):
             raise StoreError("the event store is closed; open a new one")
         async with self._connect_lock:
             if self._writer is None or self._reader is None:
-                self._writer, self._reader = await _to_completion(self._open_connections())
+                await _to_completion(self._open_connections())
         assert self._writer is not None
         assert self._reader is not None
         return self._writer, self._reader
 
-    async def _open_connections(self) -> tuple[aiosqlite.Connection, aiosqlite.Connection]:
+    async def _open_connections(self) -> None:
+        # Assigns the connections itself: a caller cancelled meanwhile must not drop them.
         writer = await connect_sqlite(self.path)
         try:
             await ensure_sqlite_schema(writer)
@@ -223,7 +224,7 @@ class SqliteEventStore(EventStore):
             if isinstance(exc, sqlite3.Error):
                 raise _translate(exc, "schema creation") from exc
             raise
-        return writer, reader
+        self._writer, self._reader = writer, reader
 
     async def _fetch(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         _, reader = await self._connections()
