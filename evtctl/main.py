@@ -211,6 +211,9 @@ def cli(
     # it); only the flag pins manifests that name their own tenant (CliContext.tenant).
     if ctx.get_parameter_source("tenant") is ParameterSource.ENVIRONMENT:
         tenant = None
+    from eventplane.logging import configure_logging  # light: stdlib + orjson
+
+    configure_logging(verbose)
     ctx.obj = CliContext(
         config_path=config_path,
         tenant=tenant,
