@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -182,6 +183,9 @@ class PostgresEventStore(EventStore):
         self._listened_before = False
         self._doorbell = asyncio.Event()
         self._closed = False
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._writer: Any = None  # a pooled connection held for appends (group commit)
 
     # -- connections ----------------------------------------------------------------------
 
@@ -281,24 +285,8 @@ class PostgresEventStore(EventStore):
         )
         if not batch:
             return []
-        first = batch[0].event
         evs = [v.event for v in batch]
-        args = _append_args(batch, expected)
-
-        async def run(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            try:
-                return await _fetch(conn, _APPEND_SQL, *args)
-            except asyncpg.exceptions.UniqueViolationError as exc:
-                # Only reachable for an id stored under a tenant this connection cannot
-                # see (RLS hides it from the function's idempotency check).
-                raise DuplicateEventError(_first_id(exc, evs)) from exc
-            except asyncpg.exceptions.UntranslatableCharacterError as exc:
-                raise ValidationError(
-                    f"event {first.id} ({first.type}) cannot be stored",
-                    [FieldError("data", str(exc), "remove NUL (\\u0000) characters")],
-                ) from exc
-
-        rows = await self._write("append", run)
+        rows = await self._enqueue(evs, _append_args(batch, expected))
         return await self._appended(rows, evs, expected_version)
 
     async def _appended(
@@ -324,19 +312,10 @@ class PostgresEventStore(EventStore):
     async def append_many(
         self, appends: Sequence[tuple[Sequence[Event], ExpectedVersion]]
     ) -> list[list[Event] | EventplaneError]:
-        """Every append in ONE statement, hence one transaction and one commit (one WAL
-        flush) for all of them, in one round trip.
-
-        The statement is ``eventplane_append`` once per append, ``UNION ALL``-ed: the calls
-        run in order in one transaction (the first takes the head-row lock, so grouping
-        costs no concurrency — appends are serialized store-wide anyway), and each VOLATILE
-        call sees the rows the earlier ones wrote. ``eventplane_append`` writes nothing for
-        a conflict or a duplicate, so the others still commit. The controller runtime's
-        group commit relies on this. If the statement itself fails (an id hidden by
-        row-level security), every append is retried on its own.
-        """
+        """Every append queued at once, so the group commit sends them in one statement
+        (one transaction, one WAL flush, one round trip); each keeps its own outcome."""
         results: list[list[Event] | EventplaneError | None] = [None] * len(appends)
-        work: list[tuple[int, list[Event], ExpectedVersion, tuple[Any, ...]]] = []
+        work: list[tuple[int, list[Event], ExpectedVersion, asyncio.Future[list[Any]]]] = []
         for index, (events, expected_version) in enumerate(appends):
             try:
                 expected = expected_as_int(expected_version)
@@ -349,27 +328,131 @@ class PostgresEventStore(EventStore):
             if not batch:
                 results[index] = []
                 continue
-            work.append(
-                (index, [v.event for v in batch], expected_version, _append_args(batch, expected))
-            )
-        for start in range(0, len(work), _MAX_APPENDS_PER_STATEMENT):
-            chunk = work[start : start + _MAX_APPENDS_PER_STATEMENT]
-            params = [arg for *_, args in chunk for arg in args]
+            evs = [v.event for v in batch]
+            future = self._submit(evs, _append_args(batch, expected))
+            work.append((index, evs, expected_version, future))
+        unavailable: UnavailableError | None = None
+        for index, evs, expected_version, future in work:
             try:
-                rows = await self._write("append", _query(_append_many_sql(len(chunk)), params))
-            except (DuplicateEventError, ValidationError, StoreError):
-                return await super().append_many(appends)
-            per_append: list[list[Any]] = [[] for _ in chunk]
-            for row in rows:
-                per_append[row[0]].append(row[1:])
-            for (index, evs, expected_version, _), own in zip(chunk, per_append, strict=True):
-                try:
-                    results[index] = await self._appended(own, evs, expected_version)
-                except UnavailableError:
-                    raise
-                except EventplaneError as exc:
-                    results[index] = exc
+                results[index] = await self._appended(await future, evs, expected_version)
+            except UnavailableError as exc:
+                unavailable = unavailable or exc  # keep awaiting: no future left unretrieved
+            except EventplaneError as exc:
+                results[index] = exc
+        if unavailable is not None:
+            raise unavailable
         return [r if r is not None else [] for r in results]
+
+    # -- group commit -----------------------------------------------------------------------
+    #
+    # Appends are serialized store-wide by the head-row lock, each holding it across its
+    # commit, so concurrent appends on separate connections only queue on that lock and pay
+    # one WAL flush each. Instead every append of this store object goes through one
+    # flusher task on one held connection: while a statement is in flight the next appends
+    # queue up, and the flusher sends them all as ONE statement (eventplane_append once per
+    # append, UNION ALL-ed) — one transaction, one flush, one round trip. Each call keeps
+    # its own expected version and outcome (eventplane_append writes nothing for a conflict
+    # or a duplicate, so the others still commit). An idle store sends a lone append at
+    # once; a caller that is cancelled does not cancel the others' statement.
+
+    def _submit(self, evs: list[Event], args: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(evs, args, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return future
+
+    async def _enqueue(self, evs: list[Event], args: tuple[Any, ...]) -> list[Any]:
+        return await self._submit(evs, args)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                chunk = self._queue[:_MAX_APPENDS_PER_STATEMENT]
+                del self._queue[:_MAX_APPENDS_PER_STATEMENT]
+                try:
+                    await self._send(chunk)
+                except asyncio.CancelledError:
+                    _fail(chunk, StoreUnavailableError(
+                        "the event store was closed while appending; the outcome is unknown "
+                        "and retrying with the same events is safe (idempotent by event id)"
+                    ))  # fmt: skip
+                    raise
+                except Exception as exc:  # handed to every waiter
+                    _fail(chunk, exc)
+        finally:
+            self._flusher = None
+            if self._queue:  # only after a cancellation: nobody will send these
+                _fail(self._queue, StoreUnavailableError("the event store was closed"))
+                self._queue.clear()
+
+    async def _send(self, chunk: list[_Pending]) -> None:
+        params: Sequence[Any]
+        if len(chunk) == 1:
+            sql, params = _APPEND_SQL, chunk[0].args
+        else:
+            sql, params = _append_many_sql(len(chunk)), [a for p in chunk for a in p.args]
+        try:
+            rows = await self._on_writer("append", sql, params)
+        except (DuplicateEventError, ValidationError):
+            if len(chunk) == 1:
+                raise
+            # One append's problem: send each on its own to pin it to its caller.
+            for pending in chunk:
+                try:
+                    await self._send([pending])
+                except Exception as exc:  # handed to its waiter
+                    _fail([pending], exc)
+            return
+        if len(chunk) == 1:
+            _resolve(chunk[0], list(rows))
+            return
+        per_append: list[list[Any]] = [[] for _ in chunk]
+        for row in rows:
+            per_append[row[0]].append(row[1:])
+        for pending, own in zip(chunk, per_append, strict=True):
+            _resolve(pending, own)
+
+    async def _on_writer(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Run an append statement on the held writer connection (no pool round trip)."""
+        pool = await self._get_pool()
+        if self._writer is None or self._writer.is_closed():
+            try:
+                self._writer = await pool.acquire()
+            except Exception as exc:
+                raise _translate(exc, "connect") from exc
+        conn = self._writer
+        try:
+            return await _fetch(conn, sql, *params)
+        except _CONNECTION_ERRORS as exc:
+            await self._drop_writer()
+            raise StoreUnavailableError(
+                f"PostgreSQL connection lost during {what}: {exc}. The outcome is unknown; "
+                "retrying with the same events is safe (appends are idempotent by event id)"
+            ) from exc
+        except asyncpg.exceptions.UniqueViolationError as exc:
+            # Only reachable for an id stored under a tenant this connection cannot see
+            # (RLS hides it from the function's idempotency check).
+            raise DuplicateEventError(_first_id(exc, _ids(params))) from exc
+        except asyncpg.exceptions.UntranslatableCharacterError as exc:
+            raise ValidationError(
+                "an event cannot be stored",
+                [FieldError("data", str(exc), "remove NUL (\\u0000) characters")],
+            ) from exc
+        except EventplaneError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what) from exc
+        except asyncio.CancelledError:
+            await self._drop_writer()  # mid-statement: the connection's state is unknown
+            raise
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and self._pool is not None:
+            with contextlib.suppress(Exception):
+                writer.terminate()
+                await self._pool.release(writer)
 
     async def _events_by_id(self, ids: list[UUID]) -> list[Event]:
         async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -555,6 +638,18 @@ class PostgresEventStore(EventStore):
 
     async def close(self) -> None:
         self._closed = True
+        flusher = self._flusher
+        if flusher is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(flusher), 5)
+            if not flusher.done():
+                flusher.cancel()
+                with contextlib.suppress(BaseException):
+                    await flusher
+        writer, self._writer = self._writer, None
+        if writer is not None and self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(writer)
         listener, self._listener = self._listener, None
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
@@ -617,9 +712,34 @@ def _append_args(batch: Sequence[EventValues], expected: int) -> tuple[Any, ...]
     )
 
 
-def _first_id(exc: BaseException, events: Sequence[Event]) -> object:
+def _first_id(exc: BaseException, ids: Sequence[UUID]) -> object:
     detail = getattr(exc, "detail", "") or ""
-    for event in events:
-        if str(event.id) in detail:
-            return event.id
-    return events[0].id
+    for event_id in ids:
+        if str(event_id) in detail:
+            return event_id
+    return ids[0]
+
+
+def _ids(params: Sequence[Any]) -> list[UUID]:
+    """The event ids in an append statement's parameters (column 5 of every 13)."""
+    return [i for k in range(4, len(params), 13) for i in params[k]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One append waiting for the group commit."""
+
+    events: list[Event]
+    args: tuple[Any, ...]
+    future: asyncio.Future[list[Any]]
+
+
+def _resolve(pending: _Pending, rows: list[Any]) -> None:
+    if not pending.future.done():
+        pending.future.set_result(rows)
+
+
+def _fail(chunk: Sequence[_Pending], exc: BaseException) -> None:
+    for pending in chunk:
+        if not pending.future.done():
+            pending.future.set_exception(exc)
