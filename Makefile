@@ -25,6 +25,9 @@ $(POETRY_HOME)/bin/poetry:
 $(BIN)/.installed: pyproject.toml poetry.lock | $(POETRY)
 	POETRY_VIRTUALENVS_IN_PROJECT=true POETRY_VIRTUALENVS_CREATE=true \
 		$(POETRY) install --no-interaction --quiet
+	@# Byte-compile once: with PYTHONDONTWRITEBYTECODE set (common in CI and sandboxes) every
+	@# evtctl call and test subprocess would otherwise recompile sqlalchemy & co from source.
+	@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
 	@touch $@
 
 install: $(BIN)/.installed
@@ -44,6 +47,7 @@ demo: install
 	rm -rf "$$demo"
 
 test: install
+	@$(BIN)/python -m compileall -q -j 0 eventplane apps evtctl >/dev/null 2>&1 || true
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
