@@ -81,6 +81,7 @@ async def test_kill_9_mid_load_then_restart_reconciles_every_organization_exactl
     }
 
 
+@pytest.mark.smoke
 async def test_two_runtime_processes_share_the_work_and_do_it_once(
     processes: RuntimeProcesses, pg_store: EventStore, nats_bus: NatsBus, tenant: str
 ) -> None:

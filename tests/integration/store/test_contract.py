@@ -26,6 +26,10 @@ from eventplane.utils import uuid7
 
 from .conftest import EventMaker
 
+# The fresh-machine smoke run (CI, no servers configured) proves the whole contract on a
+# throwaway PostgreSQL too.
+pytestmark = pytest.mark.smoke
+
 # -- append and optimistic concurrency ---------------------------------------------------
 
 
