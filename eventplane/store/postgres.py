@@ -186,6 +186,7 @@ class PostgresEventStore(EventStore):
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writer: Any = None  # a pooled connection held for appends (group commit)
+        self._has_append_many = False  # sqls/0002 applied: set-based group commits
 
     # -- connections ----------------------------------------------------------------------
 
@@ -222,10 +223,13 @@ class PostgresEventStore(EventStore):
                     raise _translate(exc, "connect") from exc
                 try:
                     async with pool.acquire() as conn:
-                        present = await conn.fetchval(
+                        present, has_many = await conn.fetchrow(
                             "SELECT to_regprocedure('eventplane_append(text, text, text, "
                             "bigint, uuid[], text[], text[], text[], uuid[], uuid[], bigint[], "
-                            "timestamptz[], jsonb[])') IS NOT NULL"
+                            "timestamptz[], jsonb[])') IS NOT NULL, "
+                            "to_regprocedure('eventplane_append_many(text[], text[], text[], "
+                            "bigint[], integer[], uuid[], text[], text[], text[], uuid[], "
+                            "uuid[], bigint[], timestamptz[], jsonb[])') IS NOT NULL"
                         )
                 except Exception as exc:
                     await pool.close()
@@ -236,6 +240,7 @@ class PostgresEventStore(EventStore):
                         "the event store schema is missing in this database; "
                         "run `evtctl db migrate` (or open_store(..., migrate=True))"
                     )
+                self._has_append_many = bool(has_many)
                 self._pool = pool
         assert self._pool is not None
         return self._pool
@@ -390,6 +395,8 @@ class PostgresEventStore(EventStore):
         params: Sequence[Any]
         if len(chunk) == 1:
             sql, params = _APPEND_SQL, chunk[0].args
+        elif self._has_append_many and _independent(chunk):
+            sql, params = _APPEND_MANY_SQL, _append_many_args(chunk)
         else:
             sql, params = _append_many_sql(len(chunk)), [a for p in chunk for a in p.args]
         try:
@@ -688,6 +695,41 @@ def _append_many_sql(count: int) -> str:
         for i in range(count)
     )
     return f"{calls} ORDER BY 1, 4"
+
+
+_APPEND_MANY_SQL = (
+    "SELECT call, outcome, out_id, out_stream_version, out_position, out_recorded_at "
+    "FROM eventplane_append_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+
+
+def _independent(chunk: Sequence[_Pending]) -> bool:
+    """True when no two appends share a stream or an event id: then one set-based
+    ``eventplane_append_many`` call decides each exactly as sequential calls would."""
+    streams = {p.args[:3] for p in chunk}
+    if len(streams) != len(chunk):
+        return False
+    count = sum(len(p.args[4]) for p in chunk)
+    return len({i for p in chunk for i in p.args[4]}) == count
+
+
+def _append_many_args(chunk: Sequence[_Pending]) -> tuple[Any, ...]:
+    """``eventplane_append_many``'s parameters: per-call columns, then per-event columns."""
+    calls: list[int] = []
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for index, pending in enumerate(chunk):
+        args = pending.args
+        calls.extend([index] * len(args[4]))
+        for column, values in zip(columns, args[4:], strict=True):
+            column.extend(values)
+    return (
+        [p.args[0] for p in chunk],
+        [p.args[1] for p in chunk],
+        [p.args[2] for p in chunk],
+        [p.args[3] for p in chunk],
+        calls,
+        *columns,
+    )
 
 
 def _append_args(batch: Sequence[EventValues], expected: int) -> tuple[Any, ...]:
