@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
+from eventplane.errors import BusError
 from eventplane.event.model import Category, Event
 
 __all__ = [
@@ -75,6 +76,16 @@ class Delivery(ABC):
     event: Event
     subject: str
     num_delivered: int  # 1 on first delivery
+    _settled: str | None  # how it was settled; backends set None on construction
+
+    def _settle(self, how: str) -> None:
+        """Record the one settlement a delivery gets; a second one is a consumer bug."""
+        if self._settled is not None:
+            raise BusError(
+                f"delivery of event {self.event.id} was already settled ({self._settled}); "
+                "call exactly one of ack/nak/term per delivery"
+            )
+        self._settled = how
 
     @abstractmethod
     async def ack(self) -> None:

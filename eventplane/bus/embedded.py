@@ -120,14 +120,6 @@ class _EmbeddedDelivery(Delivery):
         self.subject = subject
         self.num_delivered = num_delivered
 
-    def _settle(self, how: str) -> None:
-        if self._settled is not None:
-            raise BusError(
-                f"delivery of event {self.event.id} was already settled ({self._settled}); "
-                "call exactly one of ack/nak/term per delivery"
-            )
-        self._settled = how
-
     async def ack(self) -> None:
         self._settle("ack")
         # A late ack (lease expired, maybe redelivered) still removes the message: the

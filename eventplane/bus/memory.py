@@ -93,14 +93,6 @@ class _MemoryDelivery(Delivery):
             return None
         return entry
 
-    def _settle(self, how: str) -> None:
-        if self._settled is not None:
-            raise BusError(
-                f"delivery of event {self.event.id} was already settled ({self._settled}); "
-                "call exactly one of ack/nak/term per delivery"
-            )
-        self._settled = how
-
     async def ack(self) -> None:
         self._settle("ack")
         # A late ack still counts: the work was done, so the message must not come back.

@@ -110,14 +110,6 @@ class _NatsDelivery(Delivery):
         delivered: int = self._msg.metadata.num_delivered
         return delivered
 
-    def _settle(self, how: str) -> None:
-        if self._settled is not None:
-            raise BusError(
-                f"delivery of event {self.event.id} was already settled ({self._settled}); "
-                "call exactly one of ack/nak/term per delivery"
-            )
-        self._settled = how
-
     async def ack(self) -> None:
         self._settle("ack")
         try:
