@@ -213,7 +213,7 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--intents", type=int, default=2000)
     parser.add_argument("--bus", choices=("nats", "memory"), default="nats")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--profile", metavar="OUT.html")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="also measure latency at this offered rate (intents/s)")

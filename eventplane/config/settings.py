@@ -83,7 +83,8 @@ class _Section(BaseModel):
 class RuntimeSettings(_Section):
     """Knobs of the controller runtime."""
 
-    max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    # Reconciles in flight: enough to fill a group commit (one WAL flush for many appends).
+    max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
     backoff_base: Annotated[float, Field(gt=0, le=3600)] = 0.005  # s, doubling (client-go)
     backoff_cap: Annotated[float, Field(gt=0, le=86400)] = 60.0  # seconds
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 8

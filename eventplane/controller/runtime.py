@@ -382,7 +382,7 @@ class ControllerRuntime:
                 max_attempts=settings.max_attempts,
             )
         self.retry = retry if retry is not None else DEFAULT_RETRY
-        self.max_concurrency = max_concurrency or (settings.max_concurrency if settings else 8)
+        self.max_concurrency = max_concurrency or (settings.max_concurrency if settings else 32)
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.shutdown_grace = (
