@@ -192,6 +192,7 @@ async def test_migrate_is_idempotent_and_status_lists_applied_migrations(
     assert [(s.version, s.name, s.state) for s in states] == [
         (1, "event_store", "applied"),
         (2, "append_many", "applied"),
+        (3, "append_many_generic_plan", "applied"),
     ]
     assert states[0].applied_at is not None
 
@@ -206,8 +207,8 @@ async def test_concurrent_migrations_on_a_fresh_database_apply_each_file_once(
     try:
         url = with_database(postgres_admin_url, name)
         results = await asyncio.gather(migrate(url), migrate(url), migrate(url))
-        assert sorted(len(r) for r in results) == [0, 0, 2]
-        assert [s.state for s in await status(url)] == ["applied", "applied"]
+        assert sorted(len(r) for r in results) == [0, 0, 3]
+        assert [s.state for s in await status(url)] == ["applied", "applied", "applied"]
     finally:
         await root.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await root.close()
