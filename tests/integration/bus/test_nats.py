@@ -40,9 +40,12 @@ async def test_plain_nats_subscriber_parses_every_message_with_the_cloudevents_s
     bus = await open_bus(nats_url)
     try:
         await outsider.subscribe("eventplane.>", cb=on_message)
+        # nats-py's flush() can overtake a SUB still in its write buffer (its PING is written
+        # straight to the socket); a second round trip guarantees the server has the SUB.
+        await outsider.flush()
         await outsider.flush()
         await bus.publish(events)
-        await asyncio.wait_for(all_seen.wait(), 10)
+        await asyncio.wait_for(all_seen.wait(), 30)
     finally:
         await outsider.close()
         assert isinstance(bus, NatsBus)
