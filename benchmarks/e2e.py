@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from eventplane.bus import open_bus  # noqa: E402
 from eventplane.event import Event, EventFactory  # noqa: E402
+from eventplane.security import DEV_ACTOR, DevKeyring, Keypair, sign_intent  # noqa: E402
 from eventplane.store import migrate  # noqa: E402
 
 _READY_SQL = (
@@ -53,14 +54,28 @@ def with_database(url: str, database: str) -> str:
     return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
 
 
+# The workers run zero-trust: they accept only intents signed by a trusted key. With no
+# security configuration that is the development keyring under ``<cwd>/.eventplane`` — the
+# benchmark creates it in the workers' directory before starting them and signs with it,
+# exactly as evtctl in that directory would. Signing happens before the timed sections.
+_KEYPAIR: Keypair | None = None
+
+
 def intent(tenant: str, name: str) -> Event:
-    return EventFactory.from_intent(
+    assert _KEYPAIR is not None, "call use_dev_keyring first"
+    event = EventFactory.from_intent(
         {"display_name": name, "plan": "pro", "owners": [f"owner@{name}.example"]},
         kind="Organization",
         tenant=tenant,
         name=name,
-        actor="bench",
+        actor=DEV_ACTOR,
     )
+    return sign_intent(event, _KEYPAIR)
+
+
+def use_dev_keyring(workdir: Path) -> None:
+    global _KEYPAIR
+    _KEYPAIR = DevKeyring(workdir / ".eventplane").keypair()
 
 
 def start_workers(store_url: str, nats_url: str, tenant: str, log: Path) -> subprocess.Popen[bytes]:
@@ -182,6 +197,7 @@ async def main(args: argparse.Namespace) -> None:
     conn: asyncpg.Connection | None = None
     try:
         await migrate(store_url)
+        use_dev_keyring(workdir)
         proc = start_workers(store_url, args.nats, tenant, workdir / "run.log")
         conn = await asyncpg.connect(store_url)
         print(
