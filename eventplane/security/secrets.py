@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -283,6 +284,9 @@ def _key_words(key: str) -> tuple[str, ...]:
     return tuple(w for w in _SEPARATOR_RE.split(spaced.lower()) if w)
 
 
+# Pure in the key and asked for every key of every intent's spec, mostly the same few field
+# names: remembered (bounded) instead of re-running two regexes per key.
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     if len(key) > 128:  # a key that long is data, not a field name
         return False

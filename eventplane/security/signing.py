@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import os
 import re
 import secrets as _random
@@ -437,6 +438,16 @@ def _parse_signature(field: str, event: Event) -> tuple[str, bytes]:
     return public_key, raw
 
 
+@functools.lru_cache(maxsize=256)
+def _verify_key(public_key: str) -> nacl.signing.VerifyKey:
+    """The decoded key, kept: decoding (base32 + CRC-16 in Python) cost more than the check.
+
+    Only keys already found in the trusted set get here, so the cache is bounded by it;
+    a malformed key raises and is not cached.
+    """
+    return nacl.signing.VerifyKey(decode_public_key(public_key))
+
+
 def verify_intent(event: Event, trusted_keys: TrustedKeys | Iterable[str]) -> VerifiedActor:
     """Accept an intent only if a trusted key, bound to its actor, signed exactly this content.
 
@@ -464,8 +475,7 @@ def verify_intent(event: Event, trusted_keys: TrustedKeys | Iterable[str]) -> Ve
             f"add '{actor}={public_key}' to security.trusted_keys to trust it",
         )
     try:
-        verify_key = nacl.signing.VerifyKey(decode_public_key(public_key))
-        verify_key.verify(_signed_message(event), raw)
+        _verify_key(public_key).verify(_signed_message(event), raw)
     except (nacl.exceptions.BadSignatureError, ValidationError) as exc:
         raise SignatureError(
             SignatureFailure.INVALID,
