@@ -178,13 +178,15 @@ class InMemoryBus(Bus):
     async def publish(self, events: Sequence[Event]) -> None:
         if self._closed:
             raise BusUnavailableError("bus is closed; open a new one")
-        for event in events:
+        # Encode the whole batch first: an event that cannot be encoded publishes nothing.
+        encoded = [(event, encode(event)) for event in events]
+        for event, payload in encoded:
             if event.id in self._ids:
                 continue
             self._ids.add(event.id)
             subject = subject_for(event)
             tenant, kind, category = split_subject(subject)
-            self._messages.append(_Message(subject, tenant, kind, category, encode(event)))
+            self._messages.append(_Message(subject, tenant, kind, category, payload))
         self._notify()
 
     async def subscribe(self, config: ConsumerConfig) -> Subscription:

@@ -373,13 +373,15 @@ class NatsBus(Bus):
         js = self._js
         futures: list[asyncio.Future[jsapi.PubAck]] = []
         acks: asyncio.Future[Any] | None = None
+        # Encode the whole batch first: an event that cannot be encoded publishes nothing.
+        payloads = [(event, encode(event)) for event in events]
         try:
             try:
-                for event in events:
+                for event, payload in payloads:
                     futures.append(
                         await js.publish_async(
                             subject_for(event),
-                            encode(event),
+                            payload,
                             headers={"Nats-Msg-Id": str(event.id), "Content-Type": CONTENT_TYPE},
                         )
                     )

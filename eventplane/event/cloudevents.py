@@ -80,8 +80,18 @@ def to_cloudevent(event: Event) -> dict[str, Any]:
 
 
 def encode(event: Event) -> bytes:
-    """Structured-mode CloudEvents JSON bytes (send with ``Content-Type: CONTENT_TYPE``)."""
-    return json_dumps(to_cloudevent(event))
+    """Structured-mode CloudEvents JSON bytes (send with ``Content-Type: CONTENT_TYPE``).
+
+    Raises ``ValidationError`` for content JSON cannot carry exactly (integers beyond
+    64 bits, which only an unvalidated ``model_copy``/``model_construct`` can smuggle in).
+    """
+    try:
+        return json_dumps(to_cloudevent(event))
+    except TypeError as exc:  # orjson: "Integer exceeds 64-bit range", unknown types
+        raise ValidationError(
+            f"event {event.id} cannot be encoded as a CloudEvent",
+            [FieldError("data", str(exc), "keep integers within 64 bits; big ones as strings")],
+        ) from exc
 
 
 def decode(payload: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventplane.bus.base import ConsumerConfig
 from eventplane.bus.memory import InMemoryBus
 from eventplane.controller.runtime import ControllerRuntime
 from eventplane.errors import PayloadTooLargeError, ValidationError
@@ -226,7 +227,12 @@ def _hostile_intent(m: dict[str, Any]) -> Event:
 def test_any_intent_is_admitted_whole_or_rejected_with_nothing_else_written(
     tmp_path: Path, batch: list[dict[str, Any]]
 ) -> None:
-    intents = [_hostile_intent(m) for m in batch]
+    intents: list[Event] = []
+    for m in batch:
+        try:
+            intents.append(_hostile_intent(m))
+        except ValidationError:
+            continue  # refused at the edge (e.g. no canonical JSON form to sign): a valid outcome
 
     async def go() -> None:
         async with open_store(f"sqlite:///{tmp_path}/fuzz.db") as store:
@@ -238,10 +244,18 @@ def test_any_intent_is_admitted_whole_or_rejected_with_nothing_else_written(
                 policy=Policy(),  # development policy: only the dev actor
                 timer_scan_interval=None,
             )
-            await bus.publish(intents)
+            sent_ok: list[Event] = []
+            for intent in intents:
+                try:
+                    await bus.publish([intent])
+                except ValidationError:
+                    continue  # cannot be put on the wire at all (e.g. a >64-bit integer)
+                sent_ok.append(intent)
             await runtime.run_until_idle(timeout=20)
             await bus.close()
-            for sent in intents:
+            for refused in (i for i in intents if i not in sent_ok):
+                assert await store.read_stream(*refused.stream) == []
+            for sent in sent_ok:
                 stream = await store.read_stream(*sent.stream)
                 rejections = [e for e in stream if e.reason == "IntentRejected"]
                 if rejections:
@@ -255,3 +269,23 @@ def test_any_intent_is_admitted_whole_or_rejected_with_nothing_else_written(
                     assert sent.metadata.signature is not None
 
     asyncio.run(go())
+
+
+async def test_an_integer_beyond_64_bits_is_refused_before_the_wire_and_nothing_published() -> None:
+    intent = EventFactory.from_intent(
+        {"display_name": "Acme", "plan": "pro", "owners": ["a@b.example"]},
+        kind="Organization",
+        tenant="default",
+        name="acme",
+        actor=DEV_ACTOR,
+    )
+    smuggled = intent.model_copy(update={"spec": {"seats": 2**70}})  # bypasses validation
+    with pytest.raises(ValidationError, match="canonical JSON"):
+        sign_intent(smuggled, KEY)
+    bus = InMemoryBus()
+    with pytest.raises(ValidationError, match="64 bits"):
+        await bus.publish([intent, smuggled])
+    sub = await bus.subscribe(ConsumerConfig(durable="probe", filter_subject="eventplane.>"))
+    assert await sub.fetch(10, timeout=0.05) == []
+    await sub.close()
+    await bus.close()
