@@ -18,12 +18,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import orjson
 import pytest
 
-from eventplane.store import migrate
-from tests.fixtures.postgres import with_database
+from tests.fixtures.postgres import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 EVTCTL = [sys.executable, "-c", "from evtctl.main import main; main()"]
@@ -126,22 +124,8 @@ async def stack_env(
         return
     admin: str = request.getfixturevalue("postgres_admin_url")
     nats: str = request.getfixturevalue("nats_url")
-    name = f"eventplane_e2e_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin, timeout=15)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = with_database(admin, name)
-    await migrate(url)
-    try:
+    async with migrated_database(admin, "eventplane_e2e") as url:
         yield {"EVENTPLANE_STORE_URL": url, "EVENTPLANE_BUS_URL": nats, "EVENTPLANE_TENANT": tenant}
-    finally:
-        conn = await asyncpg.connect(admin, timeout=15)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from eventplane.config import PolicyRule, SecuritySettings, Settings, load_settings
@@ -35,8 +34,8 @@ from eventplane.runner import (
     wait_for,
 )
 from eventplane.security import generate_keypair, sign_intent
-from eventplane.store import EventFilter, migrate
-from tests.fixtures.postgres import with_database
+from eventplane.store import EventFilter
+from tests.fixtures.postgres import migrated_database
 
 CI = generate_keypair()
 MALLORY = generate_keypair()
@@ -65,24 +64,10 @@ async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         return
     admin: str = request.getfixturevalue("postgres_admin_url")
     nats: str = request.getfixturevalue("nats_url")
-    name = f"eventplane_drill_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin, timeout=15)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = with_database(admin, name)
-    await migrate(url)
-    try:
+    async with migrated_database(admin, "eventplane_drill") as url:
         yield base.model_copy(
             update={"store_url": url, "bus_url": nats, "tenant": tenant, "security": security}
         )
-    finally:
-        conn = await asyncpg.connect(admin, timeout=15)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 def intent(settings: Settings, name: str, actor: str, **spec: Any) -> Event:

@@ -8,11 +8,9 @@ read-model tables and checkpoints are database-wide, so tests must not share one
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,8 +25,8 @@ from eventplane.event import (
     fold,
 )
 from eventplane.projection import create_read_model_engine
-from eventplane.store import EventStore, migrate, open_store
-from tests.fixtures.postgres import with_database
+from eventplane.store import EventStore, open_store
+from tests.fixtures.postgres import migrated_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -37,22 +35,8 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield f"sqlite:///{tmp_path}/eventplane.db"
         return
     admin: str = request.getfixturevalue("postgres_admin_url")
-    name = f"eventplane_proj_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin, timeout=15)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = with_database(admin, name)
-    await migrate(url)
-    try:
+    async with migrated_database(admin, "eventplane_proj") as url:
         yield url
-    finally:
-        conn = await asyncpg.connect(admin, timeout=15)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 @pytest.fixture
