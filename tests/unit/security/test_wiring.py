@@ -135,7 +135,10 @@ async def wait_until_idle(settings: Settings) -> None:
     from eventplane.runner import open_stack
 
     async with open_stack(settings) as stack:
-        runtime = ControllerRuntime(stack.store, stack.require_bus(), timer_scan_interval=None)
+        runtime = ControllerRuntime(
+            stack.store, stack.require_bus(), timer_scan_interval=None,
+            insecure_skip_verification=True,
+        )
         await runtime.run_until_idle(timeout=10)
 
 
