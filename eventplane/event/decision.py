@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -204,16 +204,15 @@ class ControllerDecision:
         remove_finalizers: tuple[str, ...] | list[str] = (),
     ) -> ControllerDecision:
         """Record what is given and reconcile again after ``after`` (durably)."""
-        return cls(
-            events=tuple(events),
-            conditions=tuple(conditions),
+        decided = cls.done(
+            *events,
+            conditions=conditions,
             phase=phase,
             message=message,
-            add_finalizers=tuple(add_finalizers),
-            remove_finalizers=tuple(remove_finalizers),
-            requeue_after=after,
-            outcome=Outcome.REQUEUE,
+            add_finalizers=add_finalizers,
+            remove_finalizers=remove_finalizers,
         )
+        return replace(decided, requeue_after=after, outcome=Outcome.REQUEUE)
 
     @classmethod
     def retry(
