@@ -14,6 +14,7 @@ import pytest
 from eventplane.errors import StoreUnavailableError, ValidationError
 from eventplane.store import EventStore, migrate, open_store, status
 from eventplane.store.tables import store_tables
+from eventplane.store.migrations import default_sqls_dir
 from tests.fixtures.postgres import with_database
 
 from .conftest import EventMaker
@@ -193,6 +194,7 @@ async def test_migrate_is_idempotent_and_status_lists_applied_migrations(
         (1, "event_store", "applied"),
         (2, "append_many", "applied"),
         (3, "append_many_generic_plan", "applied"),
+        (4, "append_one_statement", "applied"),
     ]
     assert states[0].applied_at is not None
 
@@ -206,9 +208,10 @@ async def test_concurrent_migrations_on_a_fresh_database_apply_each_file_once(
     await root.execute(f'CREATE DATABASE "{name}"')
     try:
         url = with_database(postgres_admin_url, name)
+        files = len(list(default_sqls_dir().glob("[0-9]*.sql")))
         results = await asyncio.gather(migrate(url), migrate(url), migrate(url))
-        assert sorted(len(r) for r in results) == [0, 0, 3]
-        assert [s.state for s in await status(url)] == ["applied", "applied", "applied"]
+        assert sorted(len(r) for r in results) == [0, 0, files]
+        assert [s.state for s in await status(url)] == ["applied"] * files
     finally:
         await root.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await root.close()
