@@ -143,7 +143,7 @@ def line(label: str, count: int, ours: float, raw: float | None, goal: float | N
     )
 
 
-async def bench_postgres(admin_url: str, scan_count: int, single_count: int) -> None:
+async def bench_postgres(admin_url: str, scan_count: int, single_count: int, rounds: int) -> None:
     name = f"eventplane_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -157,45 +157,50 @@ async def bench_postgres(admin_url: str, scan_count: int, single_count: int) -> 
         await store.last_position()  # connect outside the timings
         print(f"PostgreSQL ({admin_url.rpartition('@')[2]}), scratch database {name}")
 
+        # Single and batch runs alternate raw/ours `rounds` times on fresh events and keep
+        # the best of each side: the disk's fsync jitter otherwise dominates one run.
+
         # -- single appends ----------------------------------------------------------
-        events = [make_event(f"s{i}") for i in range(single_count)]
-        rows = [raw_row(e, 1) for e in events]
+        t_raw = t_ours = float("inf")
+        for round_ in range(rounds):
+            events = [make_event(f"s{round_}-{i}") for i in range(single_count)]
+            rows = [raw_row(e, 1) for e in events]
 
-        async def ours_single() -> None:
-            for e in events:
-                await store.append([e], expected_version=NO_STREAM)
+            async def ours_single(events: list[Event] = events) -> None:
+                for e in events:
+                    await store.append([e], expected_version=NO_STREAM)
 
-        async def raw_single() -> None:
-            for r in rows:
-                await raw.execute(_RAW_INSERT, *r)
+            async def raw_single(rows: list[tuple[Any, ...]] = rows) -> None:
+                for r in rows:
+                    await raw.execute(_RAW_INSERT, *r)
 
-        # Alternate raw/ours twice and keep the best of each: the disk's fsync jitter
-        # otherwise dominates a single run.
-        t_raw = await timed(raw_single)
-        t_ours = await timed(ours_single)
-        events = [make_event(f"s2-{i}") for i in range(single_count)]
-        rows = [raw_row(e, 1) for e in events]
-        t_raw = min(t_raw, await timed(raw_single))
-        t_ours = min(t_ours, await timed(ours_single))
+            t_raw = min(t_raw, await timed(raw_single))
+            t_ours = min(t_ours, await timed(ours_single))
         line("single", single_count, t_ours, t_raw, 0.8)
 
         # -- batches of 100 --------------------------------------------------------------
         batches = 40
-        ev_batches = [[make_event(f"b{j}") for _ in range(100)] for j in range(batches)]
-        raw_batches = [[raw_row(e, k + 1) for k, e in enumerate(batch)] for batch in ev_batches]
+        t_raw = t_ours = float("inf")
+        for round_ in range(rounds):
+            ev_batches = [
+                [make_event(f"b{round_}-{j}") for _ in range(100)] for j in range(batches)
+            ]
+            raw_batches = [[raw_row(e, k + 1) for k, e in enumerate(batch)] for batch in ev_batches]
 
-        async def ours_batch() -> None:
-            for batch in ev_batches:
-                await store.append(batch, expected_version=NO_STREAM)
+            async def ours_batch(ev_batches: list[list[Event]] = ev_batches) -> None:
+                for batch in ev_batches:
+                    await store.append(batch, expected_version=NO_STREAM)
 
-        async def raw_batch() -> None:
-            for batch in raw_batches:
-                await raw.execute(
-                    _RAW_INSERT_MANY, *(list(col) for col in zip(*batch, strict=True))
-                )
+            async def raw_batch(
+                raw_batches: list[list[tuple[Any, ...]]] = raw_batches,
+            ) -> None:
+                for batch in raw_batches:
+                    await raw.execute(
+                        _RAW_INSERT_MANY, *(list(col) for col in zip(*batch, strict=True))
+                    )
 
-        t_raw = await timed(raw_batch)
-        t_ours = await timed(ours_batch)
+            t_raw = min(t_raw, await timed(raw_batch))
+            t_ours = min(t_ours, await timed(ours_batch))
         line("batch100", batches * 100, t_ours, t_raw, 0.7)
 
         # -- 8 concurrent writers ------------------------------------------------------
@@ -326,9 +331,10 @@ def main() -> None:
     )
     parser.add_argument("--scan", type=int, default=100_000, help="events in the scan test")
     parser.add_argument("--single", type=int, default=400, help="events in the single test")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
-    asyncio.run(bench_postgres(args.url, args.scan, args.single))
+    asyncio.run(bench_postgres(args.url, args.scan, args.single, args.rounds))
     if not args.skip_sqlite:
         asyncio.run(bench_sqlite(args.scan, args.single))
 

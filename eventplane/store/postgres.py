@@ -186,6 +186,9 @@ class PostgresEventStore(EventStore):
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writer: Any = None  # a pooled connection held for appends (group commit)
+        self._sending = False  # a lone append is on the writer, sent by its caller
+        self._writer_idle = asyncio.Event()  # cleared while that lone append is in flight
+        self._writer_idle.set()
         self._has_append_many = False  # sqls/0002 applied: set-based group commits
 
     # -- connections ----------------------------------------------------------------------
@@ -291,7 +294,11 @@ class PostgresEventStore(EventStore):
         if not batch:
             return []
         evs = [v.event for v in batch]
-        rows = await self._enqueue(evs, _append_args(batch, expected))
+        args = _append_args(batch, expected)
+        if self._flusher is None and not self._sending:
+            rows = await self._send_alone(args)
+        else:
+            rows = await self._submit(evs, args)
         return await self._appended(rows, evs, expected_version)
 
     async def _appended(
@@ -363,12 +370,23 @@ class PostgresEventStore(EventStore):
     def _submit(self, evs: list[Event], args: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(evs, args, future))
-        if self._flusher is None:
+        if self._flusher is None and not self._sending:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return future
 
-    async def _enqueue(self, evs: list[Event], args: tuple[Any, ...]) -> list[Any]:
-        return await self._submit(evs, args)
+    async def _send_alone(self, args: tuple[Any, ...]) -> list[Any]:
+        """An idle store sends a lone append from the caller's own task: no flusher task,
+        no future, two event-loop hops fewer. Appends arriving meanwhile queue up and the
+        flusher takes them once this statement has left the writer connection."""
+        self._sending = True
+        self._writer_idle.clear()
+        try:
+            return await self._on_writer("append", _APPEND_SQL, args)
+        finally:
+            self._sending = False
+            self._writer_idle.set()
+            if self._queue and self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         try:
@@ -645,6 +663,9 @@ class PostgresEventStore(EventStore):
 
     async def close(self) -> None:
         self._closed = True
+        if self._sending:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._writer_idle.wait(), 5)
         flusher = self._flusher
         if flusher is not None:
             with contextlib.suppress(BaseException):
