@@ -13,8 +13,8 @@ import pytest
 
 from eventplane.errors import StoreUnavailableError, ValidationError
 from eventplane.store import EventStore, migrate, open_store, status
-from eventplane.store.tables import store_tables
 from eventplane.store.migrations import default_sqls_dir
+from eventplane.store.tables import store_tables
 from tests.fixtures.postgres import with_database
 
 from .conftest import EventMaker
