@@ -22,6 +22,7 @@ runtime / projection workers subscribe. The only module in Eventplane that impor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -34,6 +35,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscriptionHandle
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 
@@ -50,6 +52,7 @@ from eventplane.bus.base import (
 from eventplane.errors import BusError, BusUnavailableError, ValidationError
 from eventplane.event.cloudevents import CONTENT_TYPE, decode, encode, event_id_of
 from eventplane.event.model import Event
+from eventplane.utils import json_dumps
 
 __all__ = ["STREAM_NAME", "NatsBus", "redact_url"]
 
@@ -57,6 +60,17 @@ log = logging.getLogger(__name__)
 
 STREAM_NAME = "EVENTPLANE"
 STREAM_SUBJECTS = [f"{SUBJECT_PREFIX}.>"]
+_JS_API = "$JS.API"  # the default JetStream API prefix, which NatsBus.connect uses
+
+# Pull-request status replies (headers-only messages on the request's reply subject).
+_STATUS = jsapi.Header.STATUS.value
+_DESCRIPTION = jsapi.Header.DESCRIPTION.value
+_HEARTBEAT = "100"
+_NO_RESPONDERS = "503"
+# No messages (404), request expired (408), conflicts such as max-ack-pending or a deleted
+# consumer (409): this request is over, nothing is wrong with the connection — as nats-py.
+_REQUEST_ENDED = frozenset({"404", "408", "409"})
+_EXPIRES_MARGIN_NS = 100_000
 
 # Errors that mean "the server cannot be reached right now": retry later.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -140,33 +154,122 @@ class _NatsDelivery(Delivery):
             raise _translate(exc, f"extending event {self.event.id}") from exc
 
 
+def _expires(seconds: float) -> int:
+    """A pull request's expiry: just before our own deadline, as nats-py sets it."""
+    return max(int(seconds * 1e9) - _EXPIRES_MARGIN_NS, 1)
+
+
 class _NatsSubscription(Subscription):
-    def __init__(self, psub: JetStreamContext.PullSubscription, durable: str) -> None:
-        self._psub = psub
+    """A JetStream pull consumer driven over a plain inbox subscription.
+
+    nats-py's ``PullSubscription.fetch`` spends two tasks, a ``wait_for`` and a uuid4 on
+    every message it hands out — more than decoding and validating the event costs. Here
+    each fetch sends one pull request (the same ``CONSUMER.MSG.NEXT`` protocol and the
+    same two steps: a no-wait probe, then one lingering request) and sleeps on a single
+    future; the inbox callback only files messages. Each request gets its own reply
+    token so a 404/408 left over from an earlier, abandoned request cannot end this one.
+    Deliveries that arrive after a fetch gave up stay buffered for the next one, as
+    nats-py's pending queue does; their ack deadline runs meanwhile, as it would there.
+    """
+
+    def __init__(self, nc: NATS, durable: str) -> None:
+        self._nc = nc
         self._durable = durable
+        self._next_subject = f"{_JS_API}.CONSUMER.MSG.NEXT.{STREAM_NAME}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._sub: NatsSubscriptionHandle | None = None
         self._closed = False
+        self._buffer: collections.deque[Msg] = collections.deque()
+        self._requests = 0
+        self._reply: str | None = None  # reply subject of the request being waited on
+        self._status: tuple[str, str] | None = None  # its terminating status, once seen
+        self._want = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+
+    async def _on_message(self, msg: Msg) -> None:
+        headers = msg.headers
+        status = headers.get(_STATUS) if headers else None
+        if status is None:
+            self._buffer.append(msg)
+            if len(self._buffer) >= self._want:
+                self._wake()
+        elif status != _HEARTBEAT and msg.subject == self._reply:
+            self._status = (status, (headers or {}).get(_DESCRIPTION, ""))
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[Delivery]:  # noqa: ASYNC109
         if batch < 1:
             raise ValidationError("fetch batch must be at least 1")
         if self._closed:
             raise BusUnavailableError("subscription is closed; subscribe again")
+        if self._nc.is_closed:
+            raise BusUnavailableError("NATS connection is closed; open a new bus")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if len(self._buffer) < batch:
+            # The same two requests as nats-py's fetch, so the server behaves the same.
+            # First a no-wait one: the server sends what is available and ends it with
+            # 404/408. With nothing buffered it also carries an expiry, which makes the
+            # server wait up to then for the first messages.
+            probe: dict[str, Any] = {"no_wait": True}
+            if not self._buffer:
+                probe["expires"] = _expires(deadline - loop.time())
+            await self._pull(batch, probe, deadline)
+        remaining = deadline - loop.time()
+        if not self._buffer and remaining > 0:
+            # Only if that brought nothing: one that waits for the rest of the timeout
+            # (the server answers 408 when it expires).
+            await self._pull(batch, {"expires": _expires(remaining)}, deadline)
+        return await self._deliveries(batch)
+
+    async def _pull(self, batch: int, options: dict[str, Any], deadline: float) -> None:
+        needed = batch - len(self._buffer)
+        self._requests += 1
+        reply = f"{self._inbox}.{self._requests}"
+        self._reply, self._status, self._want = reply, None, batch
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_at(deadline, self._wake)
         try:
-            msgs = await self._psub.fetch(batch, timeout=timeout)
-        except (nats.errors.TimeoutError, TimeoutError):
-            # nats-py signals "nothing arrived" with either TimeoutError (nats' own or
-            # the bare asyncio one from _fetch_n); both just mean an empty batch.
-            return []
+            await self._nc.publish(
+                self._next_subject, json_dumps({"batch": needed, **options}), reply=reply
+            )
+            await waiter
         except (nats.errors.Error, OSError) as exc:
             raise _translate(exc, f"fetching for {self._durable}") from exc
+        finally:
+            timer.cancel()
+            self._waiter = None
+            self._reply = None
+        status = self._status
+        if status is not None and status[0] not in _REQUEST_ENDED:
+            error = f"JetStream answered {status[0]} {status[1]!r} to a fetch for {self._durable}"
+            if status[0] == _NO_RESPONDERS:
+                raise BusUnavailableError(f"{error}: no JetStream answered; retry later")
+            raise BusError(error)
+
+    async def _deliveries(self, batch: int) -> list[Delivery]:
         out: list[Delivery] = []
-        for msg in msgs:
+        buffer = self._buffer
+        while buffer and len(out) < batch:
+            msg = buffer.popleft()
             try:
                 event = decode(msg.data)
             except ValidationError as exc:
                 log.error(
                     "bus: terminated undecodable message on %s (event id %s): %s",
-                    msg.subject, event_id_of(msg.data), exc,
+                    msg.subject,
+                    event_id_of(msg.data),
+                    exc,
                 )
                 try:
                     await msg.term()
@@ -180,9 +283,14 @@ class _NatsSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
-        # If the connection is already gone the server drops the interest anyway.
-        with contextlib.suppress(nats.errors.Error, OSError):
-            await self._psub.unsubscribe()
+        self._wake()
+        # Buffered deliveries were never handed out; like any unsettled delivery they are
+        # redelivered after ack_wait. If the connection is already gone the server drops
+        # the interest anyway.
+        self._buffer.clear()
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._sub.unsubscribe()
 
 
 class NatsBus(Bus):
@@ -321,7 +429,8 @@ class NatsBus(Bus):
                 log.warning(
                     "bus: stream %s uses %s storage, so messages do not survive a server "
                     "restart; recreate it with file storage",
-                    STREAM_NAME, current.storage,
+                    STREAM_NAME,
+                    current.storage,
                 )
             wanted_subjects = sorted(set(current.subjects or []) | set(STREAM_SUBJECTS))
             changes: dict[str, Any] = {}
@@ -402,8 +511,10 @@ class NatsBus(Bus):
                 lost_wait.cancel()
             if acks not in done:
                 acks.cancel()
-                why = "the connection dropped" if lost.is_set() else (
-                    f"no acknowledgement within {self.publish_timeout:g}s"
+                why = (
+                    "the connection dropped"
+                    if lost.is_set()
+                    else (f"no acknowledgement within {self.publish_timeout:g}s")
                 )
                 raise BusUnavailableError(
                     f"publishing {len(events)} events to NATS {redact_url(self._url)}: {why}; "
@@ -442,6 +553,7 @@ class NatsBus(Bus):
             filter_subject=config.filter_subject,
         )
         js = self._js
+        subscription = _NatsSubscription(self._nc, config.durable)
         try:
             try:
                 info = await js.consumer_info(STREAM_NAME, config.durable)
@@ -463,12 +575,12 @@ class NatsBus(Bus):
                     or (current.max_deliver or -1) != config.max_deliver
                 ):
                     await self._update_consumer(wanted)
-            psub = await js.pull_subscribe_bind(durable=config.durable, stream=STREAM_NAME)
+            await subscription.start()
         except BusError:
             raise
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise _translate(exc, f"subscribing {config.durable}") from exc
-        return _NatsSubscription(psub, config.durable)
+        return subscription
 
     async def _update_consumer(self, wanted: jsapi.ConsumerConfig) -> None:
         try:
@@ -478,7 +590,8 @@ class NatsBus(Bus):
             log.warning(
                 "bus: consumer %s keeps its old settings (the server refused the update: %s); "
                 "delete the durable to apply new ones",
-                wanted.durable_name, exc,
+                wanted.durable_name,
+                exc,
             )
 
     async def delete_consumer(self, durable: str) -> None:
