@@ -98,14 +98,13 @@ async def timed(work: Awaitable[int]) -> float:
 
 
 async def raw_publish(js: nats.js.JetStreamContext, events: list[Event], batch: int) -> int:
-    prepared = [
-        (f"eventplane.{e.tenant}.organization.fact", encode(e), str(e.id)) for e in events
-    ]
+    prepared = [(f"eventplane.{e.tenant}.organization.fact", encode(e), str(e.id)) for e in events]
     for i in range(0, len(prepared), batch):
         futures = [
-            await js.publish_async(subj, data,
-                                   headers={"Nats-Msg-Id": mid, "Content-Type": CONTENT_TYPE})
-            for subj, data, mid in prepared[i:i + batch]
+            await js.publish_async(
+                subj, data, headers={"Nats-Msg-Id": mid, "Content-Type": CONTENT_TYPE}
+            )
+            for subj, data, mid in prepared[i : i + batch]
         ]
         await asyncio.gather(*futures)
     return len(prepared)
@@ -114,7 +113,9 @@ async def raw_publish(js: nats.js.JetStreamContext, events: list[Event], batch: 
 async def raw_consume(js: nats.js.JetStreamContext, ten: str, count: int, batch: int) -> int:
     durable = f"raw-{ten}"
     psub = await js.pull_subscribe(
-        f"eventplane.{ten}.>", durable=durable, stream=STREAM_NAME,
+        f"eventplane.{ten}.>",
+        durable=durable,
+        stream=STREAM_NAME,
         config=jsapi.ConsumerConfig(ack_policy=jsapi.AckPolicy.EXPLICIT, max_ack_pending=10_000),
     )
     got = 0
@@ -136,15 +137,16 @@ async def raw_consume(js: nats.js.JetStreamContext, ten: str, count: int, batch:
 
 async def bus_publish(bus: NatsBus | EmbeddedBus, events: list[Event], batch: int) -> int:
     for i in range(0, len(events), batch):
-        await bus.publish(events[i:i + batch])
+        await bus.publish(events[i : i + batch])
     return len(events)
 
 
 async def bus_consume(bus: NatsBus | EmbeddedBus, ten: str, count: int, batch: int) -> int:
     durable = f"bus-{ten}"
     sub = await bus.subscribe(
-        ConsumerConfig(durable=durable, filter_subject=f"eventplane.{ten}.>",
-                       max_ack_pending=10_000)
+        ConsumerConfig(
+            durable=durable, filter_subject=f"eventplane.{ten}.>", max_ack_pending=10_000
+        )
     )
     got = 0
     while got < count:
@@ -193,7 +195,9 @@ async def run(args: argparse.Namespace) -> None:
         for round_no in range(args.rounds):
             raw_t, bus_t, emb_t = tenant(), tenant(), tenant()
             raw_events, bus_events, emb_events = (
-                make_events(raw_t, n), make_events(bus_t, n), make_events(emb_t, n)
+                make_events(raw_t, n),
+                make_events(bus_t, n),
+                make_events(emb_t, n),
             )
             order = ["raw", "bus"] if round_no % 2 == 0 else ["bus", "raw"]
             for side in order:
@@ -232,8 +236,9 @@ async def run(args: argparse.Namespace) -> None:
         for side in ("nats bus", "embedded"):
             value = med[f"{side} {op}"]
             print(f"{side + ' ' + op:<20}{value:>12,.0f}{value / raw:>17.2f}x")
-    goal = min(med["nats bus publish"] / med["raw publish"],
-               med["nats bus consume"] / med["raw consume"])
+    goal = min(
+        med["nats bus publish"] / med["raw publish"], med["nats bus consume"] / med["raw consume"]
+    )
     print(f"\nNATS bus vs raw nats-py (worse of publish/consume): {goal:.2f}x (goal >= 0.70x)")
 
 

@@ -48,7 +48,7 @@ def sqlite_path_from_url(url: str) -> str:
     (SQLAlchemy's convention, so the store and bus URLs for one file look alike)."""
     for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
         if url.startswith(prefix):
-            path = url[len(prefix):].split("?", 1)[0]
+            path = url[len(prefix) :].split("?", 1)[0]
             if path:
                 return path
     raise ConfigError(

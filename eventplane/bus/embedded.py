@@ -228,9 +228,7 @@ class _EmbeddedSubscription(Subscription):
         assert row is not None
         cursor, max_seq, pending, next_due = row
         if cursor is None:
-            raise BusError(
-                f"durable {durable!r} was deleted while subscribed; subscribe again"
-            )
+            raise BusError(f"durable {durable!r} was deleted while subscribed; subscribe again")
         now = time.time()
         new_work = (max_seq or 0) > cursor and pending < self._config.max_ack_pending
         due_work = next_due is not None and next_due <= now
@@ -255,7 +253,9 @@ class _EmbeddedSubscription(Subscription):
             if cfg.max_deliver > 0 and delivered >= cfg.max_deliver:
                 log.warning(
                     "bus: %s dropped message %d after %d deliveries (max_deliver)",
-                    durable, seq, delivered,
+                    durable,
+                    seq,
+                    delivered,
                 )
                 tx.execute("DELETE FROM bus_pending WHERE durable = ? AND seq = ?", (durable, seq))
                 continue
@@ -350,7 +350,9 @@ class _EmbeddedSubscription(Subscription):
             except ValidationError as exc:
                 log.error(
                     "bus: terminated undecodable message on %s (event id %s): %s",
-                    subject, event_id_of(payload), exc,
+                    subject,
+                    event_id_of(payload),
+                    exc,
                 )
                 self._queue_delete(seq)
                 continue
@@ -478,9 +480,16 @@ class EmbeddedBus(Bus):
                     "INSERT INTO bus_consumers (durable, filter_subject, deliver_policy, ack_wait,"
                     " max_ack_pending, max_deliver, cursor, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (config.durable, config.filter_subject, config.deliver_policy.value,
-                     config.ack_wait, config.max_ack_pending, config.max_deliver, cursor,
-                     time.time()),
+                    (
+                        config.durable,
+                        config.filter_subject,
+                        config.deliver_policy.value,
+                        config.ack_wait,
+                        config.max_ack_pending,
+                        config.max_deliver,
+                        cursor,
+                        time.time(),
+                    ),
                 )
             else:
                 tx.execute(
@@ -523,11 +532,17 @@ class EmbeddedBus(Bus):
                 "SELECT count(*) FROM bus_messages WHERE seq > ?"
                 " AND (? IS NULL OR tenant = ?) AND (? IS NULL OR kind = ?)"
                 " AND (? IS NULL OR category = ?)",
-                (cursor, filt.tenant, filt.tenant, filt.kind, filt.kind,
-                 filt.category, filt.category),
+                (
+                    cursor,
+                    filt.tenant,
+                    filt.tenant,
+                    filt.kind,
+                    filt.kind,
+                    filt.category,
+                    filt.category,
+                ),
             )
-            unacked = tx.fetchone("SELECT count(*) FROM bus_pending WHERE durable = ?",
-                                  (durable,))
+            unacked = tx.fetchone("SELECT count(*) FROM bus_pending WHERE durable = ?", (durable,))
             return int(ahead[0] if ahead else 0) + int(unacked[0] if unacked else 0)
 
         try:
@@ -555,8 +570,7 @@ class EmbeddedBus(Bus):
             try:
                 await sub.close()  # writes queued acks before the connection goes
             except (BusError, BusUnavailableError) as exc:
-                log.warning("bus: acks not recorded on close (%s); they will be redelivered",
-                            exc)
+                log.warning("bus: acks not recorded on close (%s); they will be redelivered", exc)
         self._closed = True
         self._wake()
         peers = _LOCAL.get(self._key)

@@ -62,8 +62,16 @@ class _Consumer:
 
 
 class _MemoryDelivery(Delivery):
-    __slots__ = ("_bus", "_consumer", "_seq", "_settled", "_token", "event", "num_delivered",
-                 "subject")
+    __slots__ = (
+        "_bus",
+        "_consumer",
+        "_seq",
+        "_settled",
+        "_token",
+        "event",
+        "num_delivered",
+        "subject",
+    )
 
     def __init__(
         self,
@@ -219,7 +227,9 @@ class InMemoryBus(Bus):
             if cfg.max_deliver > 0 and entry.num_delivered >= cfg.max_deliver:
                 log.warning(
                     "bus: %s dropped message %d after %d deliveries (max_deliver)",
-                    cfg.durable, seq, entry.num_delivered,
+                    cfg.durable,
+                    seq,
+                    entry.num_delivered,
                 )
                 del consumer.pending[seq]
                 continue
@@ -245,13 +255,14 @@ class InMemoryBus(Bus):
             except ValidationError as exc:
                 log.error(
                     "bus: terminated undecodable message on %s (event id %s): %s",
-                    msg.subject, event_id_of(msg.payload), exc,
+                    msg.subject,
+                    event_id_of(msg.payload),
+                    exc,
                 )
                 consumer.pending.pop(seq, None)
                 continue
             out.append(
-                _MemoryDelivery(self, consumer, seq, token, event, msg.subject,
-                                entry.num_delivered)
+                _MemoryDelivery(self, consumer, seq, token, event, msg.subject, entry.num_delivered)
             )
         return out
 

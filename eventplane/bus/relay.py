@@ -121,8 +121,9 @@ class Relay:
             await self.store.save_checkpoint(self.name, new_checkpoint)
         self.published += len(events)
         if events:
-            log.debug("relay %s: published %d events up to position %s",
-                      self.name, len(events), last)
+            log.debug(
+                "relay %s: published %d events up to position %s", self.name, len(events), last
+            )
         return len(events), full
 
     async def _hold_lease(self) -> bool:
@@ -136,8 +137,7 @@ class Relay:
         elif not active and self._active:
             log.warning("relay %s (%s): lost the lease; standing by", self.name, self.holder)
         elif not active and not self._active and self.published == 0:
-            log.debug("relay %s (%s): another relay is active; standing by",
-                      self.name, self.holder)
+            log.debug("relay %s (%s): another relay is active; standing by", self.name, self.holder)
         self._active = active
 
     # -- the loop ---------------------------------------------------------------------------
@@ -161,20 +161,25 @@ class Relay:
                     backoff = min(self.max_backoff, backoff * 2 if backoff else 0.1)
                     level = logging.WARNING if isinstance(exc, UnavailableError) else logging.ERROR
                     if failures == 1 or level == logging.ERROR:
-                        log.log(level, "relay %s: %s; retrying every <=%.1fs until it works",
-                                self.name, exc, self.max_backoff)
+                        log.log(
+                            level,
+                            "relay %s: %s; retrying every <=%.1fs until it works",
+                            self.name,
+                            exc,
+                            self.max_backoff,
+                        )
                     else:
                         log.debug("relay %s: attempt %d failed: %s", self.name, failures, exc)
                     await self._wait(stop_event, asyncio.sleep(backoff))
                     continue
                 if failures:
-                    log.warning("relay %s: recovered after %d failed attempts", self.name,
-                                failures)
+                    log.warning("relay %s: recovered after %d failed attempts", self.name, failures)
                     failures, backoff = 0, 0.0
                 if not self._active:
                     # Standing by: try for the lease again well before it could expire.
-                    await self._wait(stop_event,
-                                     asyncio.sleep(min(self.poll_interval, self.lease_ttl / 3)))
+                    await self._wait(
+                        stop_event, asyncio.sleep(min(self.poll_interval, self.lease_ttl / 3))
+                    )
                 elif published == 0:
                     wait = min(self.poll_interval, self.lease_ttl / 3)
                     await self._wait(stop_event, self.store.wait_for_append(wait))
@@ -184,8 +189,12 @@ class Relay:
                 try:
                     await self.store.release_lease(self.name, self.holder)
                 except (UnavailableError, StoreError) as exc:
-                    log.warning("relay %s: could not release the lease (%s); it expires "
-                                "in %.0fs", self.name, exc, self.lease_ttl)
+                    log.warning(
+                        "relay %s: could not release the lease (%s); it expires in %.0fs",
+                        self.name,
+                        exc,
+                        self.lease_ttl,
+                    )
 
     @staticmethod
     async def _wait(stop_event: asyncio.Event, waiter: Awaitable[object]) -> None:

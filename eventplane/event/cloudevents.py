@@ -113,8 +113,19 @@ def decode(payload: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     problems: list[FieldError] = []
     if ce.get("specversion") != "1.0":
         problems.append(FieldError("specversion", "must be '1.0'"))
-    for required in ("id", "source", "type", "tenant", "kind", "name", "category", "apiversion",
-                     "correlationid", "actor", "time"):
+    for required in (
+        "id",
+        "source",
+        "type",
+        "tenant",
+        "kind",
+        "name",
+        "category",
+        "apiversion",
+        "correlationid",
+        "actor",
+        "time",
+    ):
         if not isinstance(ce.get(required), str) or not ce.get(required):
             problems.append(FieldError(required, "required string attribute is missing or empty"))
     payload_data = ce.get("data", {})
