@@ -78,7 +78,22 @@ def use_dev_keyring(workdir: Path) -> None:
     _KEYPAIR = DevKeyring(workdir / ".eventplane").keypair()
 
 
-def start_workers(store_url: str, nats_url: str, tenant: str, log: Path) -> subprocess.Popen[bytes]:
+# How the workers are laid out over processes (--layout): every part in one `evtctl run`, or
+# the controller runtime in one process and the relay + projections in another (the shape
+# of a deployment with controller and projection containers; leases and competing
+# consumers make any split safe).
+LAYOUTS: dict[str, list[list[str]]] = {
+    "one": [["--tenant-only"]],
+    "split": [
+        ["--tenant-only", "--no-projections", "--no-relay"],
+        ["--no-controllers"],
+    ],
+}
+
+
+def start_workers(
+    store_url: str, nats_url: str, tenant: str, log: Path, flags: list[str]
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPLANE_")}
     env.update(
         EVENTPLANE_STORE_URL=store_url,
@@ -88,7 +103,7 @@ def start_workers(store_url: str, nats_url: str, tenant: str, log: Path) -> subp
     )
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from evtctl.main import main; main()", "run", "--tenant-only"],
+            [sys.executable, "-c", "from evtctl.main import main; main()", "run", *flags],
             cwd=log.parent,
             env=env,
             stdout=out,
@@ -193,24 +208,31 @@ async def main(args: argparse.Namespace) -> None:
     await admin.execute(f'CREATE DATABASE "{database}"')
     store_url = with_database(args.postgres, database)
     workdir = Path(tempfile.mkdtemp(prefix="eventplane-bench-"))
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     conn: asyncpg.Connection | None = None
     try:
         await migrate(store_url)
         use_dev_keyring(workdir)
-        proc = start_workers(store_url, args.nats, tenant, workdir / "run.log")
+        for index, flags in enumerate(LAYOUTS[args.layout]):
+            procs.append(
+                start_workers(store_url, args.nats, tenant, workdir / f"run{index}.log", flags)
+            )
         conn = await asyncpg.connect(store_url)
         print(
             f"PostgreSQL {store_url.rsplit('@', 1)[-1]}, NATS {args.nats}, tenant {tenant}; "
-            f"`evtctl run` pid {proc.pid}"
+            + "; ".join(
+                f"`evtctl run {' '.join(flags)}` pid {proc.pid}"
+                for proc, flags in zip(procs, LAYOUTS[args.layout], strict=True)
+            )
         )
         await throughput(args.nats, conn, tenant, args.n)
         await latency(args.nats, conn, tenant, args.latency_count, args.rate)
     finally:
         if conn is not None:
             await conn.close()
-        if proc is not None:
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -243,6 +265,13 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=2000, help="intents in the throughput run")
     parser.add_argument("--rate", type=float, default=100.0, help="offered intents/s (latency)")
     parser.add_argument("--latency-count", type=int, default=500, help="intents in the latency run")
+    parser.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="one",
+        help="one: every worker in one `evtctl run`; split: the controller runtime in one "
+        "process, relay + projections in another",
+    )
     parser.add_argument(
         "--postgres",
         default=os.environ.get(

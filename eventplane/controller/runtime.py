@@ -55,11 +55,12 @@ import logging
 import os
 import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pydantic
 
@@ -119,6 +120,7 @@ _RELEASE_DELAY = 0.0  # nak delay for work handed back at shutdown: someone else
 _CONFLICT_NAK_DELAY = 0.5  # nak delay once the conflict bound is hit
 _ERROR_NAK_DELAY = 1.0  # first nak delay after a store/bus failure (doubles, capped)
 _MAX_ERROR_NAK_DELAY = 30.0
+_STREAM_MEMO_SIZE = 10_000  # streams whose state the runtime keeps between turns
 
 
 # -- statistics ---------------------------------------------------------------------------
@@ -245,6 +247,58 @@ class _Result:
     admitted: int = 0
     duplicates: int = 0
     timer_fired: bool = False
+
+
+@dataclass(slots=True)
+class _Memo:
+    """What a turn needs from a stream, as of the runtime's own last successful append to
+    it: the folded state (its ``version`` is the expected version of the next append), the
+    ids already in the stream (redelivery detection) and the newest admitted intent's time.
+    """
+
+    state: ResourceState
+    known: set[UUID]
+    last_intent_at: datetime | None
+
+
+class _StreamMemo:
+    """The streams this runtime wrote last, so a turn need not read them back (LRU).
+
+    Safe because every turn ends in an append with ``expected_version``: if anyone else
+    wrote the stream since (another runtime, a restart), that append fails with a conflict,
+    nothing is written, and the turn is decided again from a fresh read. The same holds for
+    a stream the runtime has never seen when an intent triggers the turn: it is decided as
+    new (admitting an intent always appends), and a stream that does exist turns the append
+    into a conflict. Turns that might append nothing (watched events, timers) always read.
+
+    One case the append accepts without a conflict: an intent redelivered to a runtime
+    that has no memo of its stream (after a crash between append and ack) is decided as
+    new and yields exactly the events already stored (deterministic ids and content), so the
+    append is an idempotent no-op. Nothing is written twice, but the turn is counted as
+    admitted rather than as a duplicate, and the memo it leaves is wrong — which the next
+    append to that stream detects as a conflict.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._memos: OrderedDict[Key, _Memo] = OrderedDict()
+
+    def get(self, key: Key) -> _Memo | None:
+        memo = self._memos.get(key)
+        if memo is not None:
+            self._memos.move_to_end(key)
+        return memo
+
+    def put(self, key: Key, memo: _Memo) -> None:
+        if self.size <= 0:
+            return
+        self._memos[key] = memo
+        self._memos.move_to_end(key)
+        while len(self._memos) > self.size:
+            self._memos.popitem(last=False)
+
+    def forget(self, key: Key) -> None:
+        self._memos.pop(key, None)
 
 
 @dataclass(slots=True)
@@ -489,6 +543,7 @@ class ControllerRuntime:
         self._started = False
         self._error_delay: dict[Key, float] = {}
         self._commits = _GroupCommit(store, self.stats, max_batch=max(self.max_concurrency, 8))
+        self._memo = _StreamMemo(_STREAM_MEMO_SIZE)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -862,7 +917,7 @@ class ControllerRuntime:
         try:
             for attempt in range(1, self.max_conflict_retries + 1):
                 try:
-                    result = await self._attempt(key, work)
+                    result = await self._attempt(key, work, first=attempt == 1)
                 except (ConcurrencyError, ConflictError) as exc:
                     self.stats.conflicts += 1
                     log.debug("runtime: %s conflict #%d (%s); deciding again",
@@ -934,15 +989,45 @@ class ControllerRuntime:
 
     # -- one turn of one key ----------------------------------------------------------------------
 
-    async def _attempt(self, key: Key, work: _Work) -> _Result:
+    async def _attempt(self, key: Key, work: _Work, *, first: bool) -> _Result:
+        """One turn. The first try of a turn triggered only by intents skips reading the
+        stream: it decides on the memo (see ``_StreamMemo``) and lets the append check it;
+        if that conflicts — and on every later try — it decides on a fresh read."""
+        if first and work.intents and not work.watched and not work.timer:
+            memo = self._memo.get(key) or _Memo(ResourceState.empty(*key), set(), None)
+            try:
+                return await self._decide(key, work, memo, [])
+            except ConflictError as exc:  # includes ConcurrencyError, DuplicateEventError
+                self._memo.forget(key)
+                self.stats.conflicts += 1
+                log.debug("runtime: %s changed elsewhere (%s); reading it", stream_id(*key), exc)
+            except BaseException:
+                self._memo.forget(key)
+                raise
         events = await self.store.read_stream(*key)
-        state = fold(events, initial=ResourceState.empty(*key))
-        expected = state.version
-        known = {e.id for e in events}
-        last_intent_at = max(
-            (e.metadata.occurred_at for e in events if e.category is Category.INTENT),
-            default=None,
+        memo = _Memo(
+            fold(events, initial=ResourceState.empty(*key)),
+            {e.id for e in events},
+            max(
+                (e.metadata.occurred_at for e in events if e.category is Category.INTENT),
+                default=None,
+            ),
         )
+        try:
+            return await self._decide(key, work, memo, events)
+        except BaseException:
+            self._memo.forget(key)
+            raise
+
+    async def _decide(
+        self, key: Key, work: _Work, memo: _Memo, events: list[Event]
+    ) -> _Result:
+        """Decide and append one turn on ``memo``'s view of the stream (``events``: the
+        stream as read, needed only by a timer turn)."""
+        state = memo.state
+        expected = state.version
+        known = set(memo.known)
+        last_intent_at = memo.last_intent_at
         result = _Result(state=state)
         out: list[Event] = []
 
@@ -1034,6 +1119,14 @@ class ControllerRuntime:
 
         if out:
             result.appended = await self._commits.append(out, expected)
+            last = result.appended[-1].metadata.stream_version
+            if last == state.version:  # appended right after `expected`, as decided
+                known.update(e.id for e in out)
+                self._memo.put(key, _Memo(state, known, last_intent_at))
+            else:  # an idempotent re-append: the stream may hold more than we know
+                self._memo.forget(key)
+        else:
+            self._memo.put(key, _Memo(state, known, last_intent_at))
         result.state = state
         return result
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from eventplane.bus import InMemoryBus
 from eventplane.controller.runtime import ControllerRuntime
+from eventplane.errors import EventplaneError
 from eventplane.event import Event
-from eventplane.store import EventFilter, SqliteEventStore
+from eventplane.store import EventFilter, ExpectedVersion, SqliteEventStore
 from tests.unit.controller.conftest import Harness, eventually
 from tests.unit.simulate import org_intent
 
@@ -94,20 +95,20 @@ async def test_two_runtimes_sharing_store_and_bus_do_all_work_once(
 
 
 class GatedStore(SqliteEventStore):
-    """A real SQLite store whose stream reads wait at a gate: holds a reconcile "in
-    progress" for as long as a test needs."""
+    """A real SQLite store whose appends wait at a gate: holds a reconcile "in progress"
+    (decided, not yet written) for as long as a test needs."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.gate = asyncio.Event()
-        self.reading = asyncio.Event()
+        self.reading = asyncio.Event()  # set once a turn has reached its append
 
-    async def read_stream(
-        self, tenant: str, kind: str, name: str, *, from_version: int = 0
-    ) -> list[Event]:
+    async def append_many(
+        self, appends: Sequence[tuple[Sequence[Event], ExpectedVersion]]
+    ) -> list[list[Event] | EventplaneError]:
         self.reading.set()
         await self.gate.wait()
-        return await super().read_stream(tenant, kind, name, from_version=from_version)
+        return await super().append_many(appends)
 
 
 @pytest.fixture
