@@ -87,6 +87,7 @@ def run(
                 started=lambda: click.echo("evtctl run: workers started", err=True),
                 health_port=health_port,
                 health_host=health_host,
+                tune_gc=True,
             )
         finally:
             remove()
