@@ -272,9 +272,16 @@ async def run_workers(
         if projections:
             engine = create_read_model_engine(settings.store_dsn())
             stack.push_async_callback(engine.dispose)
-            # Only NATS gets a bus doorbell: on the embedded stack the store's own doorbell
-            # already sees every commit to the file, and consuming would add write locks.
-            doorbell = bus if settings.bus_backend == "nats" else None
+            # The store's own doorbell sees every commit from any process (PostgreSQL
+            # NOTIFY; SQLite's data_version, polled). A bus doorbell is added only where
+            # that polling is the sole wake-up: a SQLite store beside a NATS bus. (On
+            # PostgreSQL it would decode and ack every event once more for nothing: ~6% of
+            # a busy worker's CPU. On the embedded bus consuming would add write locks.)
+            doorbell = (
+                bus
+                if settings.bus_backend == "nats" and settings.store_backend == "sqlite"
+                else None
+            )
             for cls in _projections(registry, projection_names):
                 # One store per worker: each follower needs its own doorbell (a shared one
                 # wakes only the first waiter).
