@@ -136,11 +136,16 @@ def decode(payload: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     sequence = ce.get("sequence")
     position: int | None = None
     if sequence is not None:
-        if not isinstance(sequence, str) or not sequence.isdigit():
+        # isdigit() alone admits "²" and friends, and int() refuses over 4300 digits:
+        # either would escape as ValueError, and decode raises only ValidationError.
+        try:
+            if not isinstance(sequence, str) or not (sequence.isascii() and sequence.isdigit()):
+                raise ValueError(sequence)
+            position = int(sequence)
+        except ValueError:
             raise ValidationError(
                 "bad CloudEvent", [FieldError("sequence", "must be a string of digits")]
-            )
-        position = int(sequence)
+            ) from None
     doc = {
         "id": ce["id"],
         "tenant": ce["tenant"],

@@ -98,3 +98,18 @@ def test_decode_rejects_event_with_invalid_tenant(event: Event) -> None:
 def test_decode_rejects_oversized_payload_before_parsing() -> None:
     with pytest.raises(PayloadTooLargeError):
         decode(b" " * 2048, max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    "sequence", ["²", "1" * 5000, "12a", 7], ids=["unicode-digit", "huge", "letters", "number"]
+)
+@given(event=events(recorded=True))
+@settings(max_examples=5, deadline=None)
+def test_decode_rejects_a_bad_sequence_as_a_validation_error(
+    sequence: object, event: Event
+) -> None:
+    doc = to_cloudevent(event)
+    doc["sequence"] = sequence
+    with pytest.raises(ValidationError) as info:
+        decode(json.dumps(doc).encode())
+    assert any(err.path == "sequence" for err in info.value.errors)
