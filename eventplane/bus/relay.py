@@ -9,7 +9,15 @@ One step, repeated until caught up:
 1. read the checkpoint (last published position) and the store's safe horizon;
 2. read up to ``batch_size`` internal/fact events after the checkpoint, in position order;
 3. publish them and wait for the broker's acknowledgement of every one;
-4. renew the lease, then save the new checkpoint.
+4. make sure the lease is still held, then save the new checkpoint.
+
+While it holds the lease the relay is the checkpoint's only writer, so it keeps the
+checkpoint in memory (reading it again after any failure or a lost lease) and renews the
+lease only once a third of its time-to-live has passed — the renewal was measured against
+the relay's own clock from before the request, so it is held for at least two thirds of
+the TTL more. A quiet relay thus costs one read of the horizon and one of the events per
+wake-up, and a busy one two round trips more per batch (the checkpoint save and, now and
+then, the renewal).
 
 A crash anywhere loses nothing: before 3 nothing happened; between 3 and 4 the batch
 is published again on restart and the broker drops the copies (``Nats-Msg-Id`` =
@@ -24,6 +32,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable
 
 from eventplane.bus.base import Bus
@@ -70,7 +79,9 @@ class Relay:
         self.max_backoff = max_backoff
         self.filter = EventFilter(categories=categories)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid7()}"
-        self._active = False  # for log lines on active/standby transitions
+        self._active = False  # holds the lease (as of the last acquire)
+        self._checkpoint: int | None = None  # known only while active; None: read it
+        self._renewed_at = 0.0  # time.monotonic() taken just before the last acquire
         self.published = 0  # events published by this instance (monitoring)
 
     # -- one pass ---------------------------------------------------------------------------
@@ -94,9 +105,15 @@ class Relay:
         except _LeaseLost:
             self._set_active(False)
             return total
+        except BaseException:
+            self._checkpoint = None  # a save may or may not have happened: read it again
+            raise
 
     async def _step(self) -> tuple[int, bool]:
-        checkpoint = await self.store.load_checkpoint(self.name)
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            checkpoint = await self.store.load_checkpoint(self.name)
+            self._checkpoint = checkpoint
         # The horizon is taken before reading: every matching event at or below it is
         # visible to the read, so a short batch proves the whole range up to it is done
         # (and the checkpoint may skip past intents the relay does not publish).
@@ -119,6 +136,7 @@ class Relay:
             if not await self._hold_lease():
                 raise _LeaseLost
             await self.store.save_checkpoint(self.name, new_checkpoint)
+            self._checkpoint = new_checkpoint
         self.published += len(events)
         if events:
             log.debug(
@@ -127,11 +145,18 @@ class Relay:
         return len(events), full
 
     async def _hold_lease(self) -> bool:
+        if self._active and time.monotonic() - self._renewed_at < self.lease_ttl / 3:
+            return True
+        asked_at = time.monotonic()
         held = await self.store.acquire_lease(self.name, self.holder, self.lease_ttl)
+        if held:
+            self._renewed_at = asked_at
         self._set_active(held)
         return held
 
     def _set_active(self, active: bool) -> None:
+        if not active:
+            self._checkpoint = None  # whoever holds the lease now may move it
         if active and not self._active:
             log.info("relay %s (%s): active", self.name, self.holder)
         elif not active and self._active:
@@ -180,7 +205,10 @@ class Relay:
                     await self._wait(
                         stop_event, asyncio.sleep(min(self.poll_interval, self.lease_ttl / 3))
                     )
-                elif published == 0:
+                else:
+                    # Caught up (run_once loops while batches come back full). An append
+                    # during the pass has rung the doorbell already: this returns at once.
+                    log.debug("relay %s: caught up after publishing %d", self.name, published)
                     wait = min(self.poll_interval, self.lease_ttl / 3)
                     await self._wait(stop_event, self.store.wait_for_append(wait))
         finally:

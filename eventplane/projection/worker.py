@@ -207,6 +207,9 @@ class ProjectionWorker:
         self.filter = EventFilter(kinds=watch.kinds, categories=watch.categories, types=watch.types)
         self.applied = 0  # events applied by this instance (monitoring)
         self._ready = False
+        # The checkpoint as this worker last committed it; None: read it from the store.
+        # Each commit checks it under the row lock, so a stale value costs one _Moved.
+        self._known: int | None = None
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -264,13 +267,17 @@ class ProjectionWorker:
             try:
                 applied, more = await self._step()
             except _Moved:
+                self._known = None
                 continue  # another worker got there first; re-read from its checkpoint
+            except BaseException:
+                self._known = None  # a commit may or may not have happened
+                raise
             total += applied
             if not more:
                 return total
 
     async def _step(self) -> tuple[int, bool]:
-        checkpoint = await self.checkpoint()
+        checkpoint = self._known if self._known is not None else await self.checkpoint()
         # Horizon before reading (as the relay does): a short batch then proves every
         # matching event up to the horizon was seen, so the checkpoint may jump there.
         horizon = await self.store.last_position()
@@ -288,6 +295,7 @@ class ProjectionWorker:
         if new_checkpoint <= checkpoint:
             return 0, False
         await self._commit_batch(checkpoint, new_checkpoint, events)
+        self._known = new_checkpoint
         self.applied += len(events)
         if events:
             log.debug(
@@ -340,6 +348,7 @@ class ProjectionWorker:
         after each batch (``target`` is the store's last position when the rebuild began).
         """
         await self.setup()
+        self._known = None
         count = 0
         try:
             async with (
@@ -446,12 +455,14 @@ class ProjectionWorker:
                     )
                     failures, backoff = 0, 0.0
                 await doorbell.ack(arrived)
-                if applied == 0:
-                    await _wait_any(
-                        stop_event,
-                        self.store.wait_for_append(self.poll_interval),
-                        doorbell.wait(),
-                    )
+                # Caught up (run_once loops while batches come back full). Both doorbells
+                # stay rung until waited on, so an append during the pass returns at once.
+                log.debug("projection %s: caught up after applying %d", self.name, applied)
+                await _wait_any(
+                    stop_event,
+                    self.store.wait_for_append(self.poll_interval),
+                    doorbell.wait(),
+                )
 
 
 class _Doorbell:
