@@ -849,6 +849,10 @@ class ControllerRuntime:
         """Schedule every timer the store says is pending (after the last scan)."""
         latest: dict[Key, Event] = {}
         while True:
+            # The horizon before reading: a short batch proves nothing matching lies at or
+            # below it, so the cursor may jump there. (Without this the cursor stayed at the
+            # last timer event and every scan re-filtered everything appended since.)
+            horizon = await self.store.last_position()
             batch = await self.store.read_all(
                 after=self._scan_cursor, limit=1000, filter=self._timer_filter
             )
@@ -857,6 +861,7 @@ class ControllerRuntime:
             if batch:
                 self._scan_cursor = batch[-1].metadata.position or self._scan_cursor
             if len(batch) < 1000:
+                self._scan_cursor = max(self._scan_cursor, horizon)
                 break
         for key, event in latest.items():
             if event.reason == "RequeueScheduled":
