@@ -13,6 +13,12 @@ the NATS server, starts ``evtctl run --tenant-only`` against them, then measures
    before ``publish`` to its row appearing Ready in the read model (polled every 2 ms, so
    figures carry up to ~2 ms of polling granularity). Reports p50/p90/p99/max.
 
+Both are run for two worker layouts (``--layout``): ``one`` — everything in a single
+``evtctl run`` — and ``split`` — the controller runtime in one ``evtctl run`` and the relay
++ projection workers in a second (``--no-controllers``), the shape of a deployment with
+separate controller and projection containers. On 2 cores one Python process is the
+bottleneck of ``one``; ``split`` lets the runtime have a core of its own.
+
 Goals on the 2-core reference machine: ≥ 1,000 intents/s, p99 ≤ 50 ms at 100/s.
 The environment variables ``EVENTPLANE_TEST_POSTGRES_URL`` / ``EVENTPLANE_TEST_NATS_URL``
 are used as defaults when set.
@@ -202,6 +208,16 @@ async def latency(
 
 
 async def main(args: argparse.Namespace) -> None:
+    layouts = sorted(LAYOUTS) if args.layout == "both" else [args.layout]
+    for layout in layouts:
+        print(
+            f"== layout {layout!r}: "
+            + " | ".join(f"evtctl run {' '.join(flags)}" for flags in LAYOUTS[layout])
+        )
+        await run_layout(args, layout)
+
+
+async def run_layout(args: argparse.Namespace, layout: str) -> None:
     database = f"eventplane_bench_{uuid.uuid4().hex[:10]}"
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.postgres, timeout=15)
@@ -213,7 +229,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await migrate(store_url)
         use_dev_keyring(workdir)
-        for index, flags in enumerate(LAYOUTS[args.layout]):
+        for index, flags in enumerate(LAYOUTS[layout]):
             procs.append(
                 start_workers(store_url, args.nats, tenant, workdir / f"run{index}.log", flags)
             )
@@ -222,7 +238,7 @@ async def main(args: argparse.Namespace) -> None:
             f"PostgreSQL {store_url.rsplit('@', 1)[-1]}, NATS {args.nats}, tenant {tenant}; "
             + "; ".join(
                 f"`evtctl run {' '.join(flags)}` pid {proc.pid}"
-                for proc, flags in zip(procs, LAYOUTS[args.layout], strict=True)
+                for proc, flags in zip(procs, LAYOUTS[layout], strict=True)
             )
         )
         await throughput(args.nats, conn, tenant, args.n)
@@ -267,10 +283,10 @@ if __name__ == "__main__":
     parser.add_argument("--latency-count", type=int, default=500, help="intents in the latency run")
     parser.add_argument(
         "--layout",
-        choices=sorted(LAYOUTS),
-        default="one",
+        choices=[*sorted(LAYOUTS), "both"],
+        default="both",
         help="one: every worker in one `evtctl run`; split: the controller runtime in one "
-        "process, relay + projections in another",
+        "process, relay + projections in another; both (default): one, then split",
     )
     parser.add_argument(
         "--postgres",
