@@ -16,7 +16,7 @@ import asyncio
 
 import click
 
-from evtctl.commands._common import run as run_coroutine
+from evtctl.commands._common import run_long
 from evtctl.context import CliContext, pass_cli
 
 __all__ = ["run"]
@@ -92,4 +92,4 @@ def run(
         finally:
             remove()
 
-    run_coroutine(main())
+    run_long(main())
