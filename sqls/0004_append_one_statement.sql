@@ -6,9 +6,11 @@
 -- common case: intents, one-event decisions), eventplane_append for a lone append of many.
 --
 -- Same outcomes and guarantee as 0001's eventplane_append (read its comment first):
---   0 appended (rows = the new events), 1 version conflict (one row, out_stream_version =
---   actual version), 2 every id already stored, 3 some ids stored (rows = stored ids);
---   outcomes 1-3 write nothing.
+--   0 appended, 1 version conflict (one row, out_stream_version = actual version), 2 every
+--   id already stored, 3 some ids stored (rows = stored ids); outcomes 1-3 write nothing.
+-- One difference in shape: on outcome 0 this eventplane_append returns a single row for
+-- the batch (out_id NULL, the first event's version and position; the rest are
+-- consecutive), where 0001 returned one row per event.
 -- What changed is the cost. 0001 ran seven statements (each with its own executor start and
 -- snapshot); these run two: the head-row lock, then one statement whose CTEs do the
 -- idempotency probe, the version probe, the insert, the head update and the doorbell. The
@@ -152,7 +154,6 @@ BEGIN
                       p_causation_ids, p_generations, p_occurred_at, p_bodies)
                WITH ORDINALITY AS u(id, type, category, actor, correlation_id, causation_id,
                                     generation, occurred_at, body, ord)
-        RETURNING t.id, t.stream_version, t."position", t.recorded_at
     ), head AS (
         -- Doorbell for followers; delivered at commit, never for a rolled-back append.
         UPDATE eventplane_head h SET "position" = v_head + cardinality(p_ids)
@@ -160,8 +161,11 @@ BEGIN
          WHERE h.id = 1
         RETURNING pg_notify('eventplane_events', '')
     )
-    SELECT 0::smallint, i.id, i.stream_version, i."position", i.recorded_at
-      FROM ins i, head
+    -- Appended: ONE row for the whole batch (out_id NULL): the first event's version and
+    -- position (the others follow consecutively) and the common recorded_at. Returning a
+    -- row per event cost more than the inserts for a batch of 100.
+    SELECT 0::smallint, NULL::uuid, a.v + 1, v_head + 1, a.now
+      FROM accepted a, head
     UNION ALL
     SELECT 1::smallint, NULL::uuid, cur.v, NULL::bigint, NULL::timestamptz
       FROM cur

@@ -173,12 +173,29 @@ class Event(_Frozen):
         return (self.tenant, self.kind, self.name)
 
     def recorded(self, *, stream_version: int, position: int, recorded_at: datetime) -> Event:
-        """A copy carrying the store-assigned fields (used by store backends)."""
-        meta = _replaced(
-            self.metadata,
-            {"stream_version": stream_version, "position": position, "recorded_at": recorded_at},
-        )
-        return _replaced(self, {"metadata": meta})
+        """A copy carrying the store-assigned fields (used by store backends).
+
+        Built directly, like ``model_copy`` but at under half its cost: the store calls this
+        once per appended event, and the values come from the database (no validation).
+        """
+        old = self.metadata
+        values = old.__dict__.copy()
+        values["stream_version"] = stream_version
+        values["position"] = position
+        values["recorded_at"] = recorded_at
+        meta = _new(EventMetadata)
+        _set(meta, "__dict__", values)
+        _set(meta, "__pydantic_fields_set__", old.__pydantic_fields_set__ | _STORED_FIELDS)
+        _set(meta, "__pydantic_extra__", None)
+        _set(meta, "__pydantic_private__", None)
+        values = self.__dict__.copy()
+        values["metadata"] = meta
+        event = _new(Event)
+        _set(event, "__dict__", values)
+        _set(event, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _METADATA_FIELD)
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
 
     def content_equals(self, other: Event) -> bool:
         """Same event ignoring store-assigned fields: what idempotent re-append compares."""
@@ -279,6 +296,10 @@ class Event(_Frozen):
 
 
 _M = TypeVar("_M", bound=BaseModel)
+_new = object.__new__
+_set = object.__setattr__
+_STORED_FIELDS = frozenset(("stream_version", "position", "recorded_at"))
+_METADATA_FIELD = frozenset(("metadata",))
 
 
 def _replaced(model: _M, updates: dict[str, Any]) -> _M:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -49,9 +48,10 @@ _R = TypeVar("_R")
 _HEADER_ALLOWANCE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class EventValues:
-    """The columns of one event as a backend inserts them (body pre-encoded as JSON)."""
+class EventValues(NamedTuple):
+    """The columns of one event as a backend inserts them (body pre-encoded as JSON).
+    A NamedTuple: built once per appended event, where a frozen dataclass's __init__
+    cost as much as encoding the body."""
 
     event: Event
     body: bytes
@@ -106,6 +106,11 @@ def prepare_batch(
     if not events:
         return []
     first = events[0]
+    if not isinstance(first, Event):
+        raise ValidationError(
+            "append takes Event instances",
+            [FieldError("events[0]", f"got {type(first).__name__}")],
+        )
     if store_tenant is not None and first.tenant != store_tenant:
         raise AuthorizationError(
             f"this store is scoped to tenant {store_tenant!r} and may not append to tenant "
@@ -113,13 +118,14 @@ def prepare_batch(
         )
     seen: set[UUID] = set()
     values: list[EventValues] = []
+    tenant, kind, name = first.tenant, first.kind, first.name
     for index, event in enumerate(events):
         if not isinstance(event, Event):
             raise ValidationError(
                 "append takes Event instances",
                 [FieldError(f"events[{index}]", f"got {type(event).__name__}")],
             )
-        if event.stream != first.stream:
+        if event.name != name or event.kind != kind or event.tenant != tenant:
             raise ValidationError(
                 "one append writes one stream",
                 [

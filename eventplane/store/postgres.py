@@ -318,9 +318,19 @@ class PostgresEventStore(EventStore):
         outcome = rows[0][0]
         if outcome == 0:
             self._doorbell.set()
+            if len(rows) == len(evs):  # a row per event (eventplane_append_many, sqls/0001)
+                return [
+                    e.recorded(stream_version=r[2], position=r[3], recorded_at=r[4])
+                    for e, r in zip(evs, rows, strict=True)
+                ]
+            # One row for the batch (sqls/0004): the first event's version and position,
+            # the others consecutive after it.
+            version, position, recorded_at = rows[0][2], rows[0][3], rows[0][4]
             return [
-                e.recorded(stream_version=r[2], position=r[3], recorded_at=r[4])
-                for e, r in zip(evs, rows, strict=True)
+                e.recorded(
+                    stream_version=version + i, position=position + i, recorded_at=recorded_at
+                )
+                for i, e in enumerate(evs)
             ]
         if outcome == 1:
             raise ConcurrencyError(
