@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    run the main job on the embedded default (SQLite + embedded bus, no servers)"
 	@echo "make test    run the whole test suite (throwaway PostgreSQL/NATS unless EVENTPLANE_TEST_*_URL set)"
-	@echo "make lint    ruff + mypy --strict on eventplane/ + import-linter layer contracts"
+	@echo "make lint    ruff (lint + format check) + mypy --strict on eventplane/ + import-linter layer contracts"
 	@echo "make bench   store, bus and end-to-end benchmarks (ratios against the raw drivers)"
 	@echo "make install set up only (Poetry in its own env, project into ./.venv)"
 
@@ -52,6 +52,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -59,8 +59,9 @@ def intents(tenant: str, count: int, first: int = 0) -> list[Event]:
     """``count`` intents for distinct organizations ``org-<first>``, ``org-<first+1>``, ..."""
     now = utcnow()
     return [
-        EventFactory.from_intent(SPEC, kind="Organization", tenant=tenant, name=f"org-{i}",
-                                 actor="bench", now=now)
+        EventFactory.from_intent(
+            SPEC, kind="Organization", tenant=tenant, name=f"org-{i}", actor="bench", now=now
+        )
         for i in range(first, first + count)
     ]
 
@@ -79,8 +80,9 @@ async def store_append_rate(store: EventStore, count: int, concurrency: int) -> 
         admitted = admit_intent(state, intent, ctx)
         state = fold(admitted, initial=state)
         decision = controller.reconcile(admitted[0], state, ctx)
-        work.append((intent.stream, [*admitted, *apply_decision(state, admitted[0], decision,
-                                                                ctx)]))
+        work.append(
+            (intent.stream, [*admitted, *apply_decision(state, admitted[0], decision, ctx)])
+        )
     queue = iter(work)
 
     async def writer() -> None:
@@ -93,14 +95,20 @@ async def store_append_rate(store: EventStore, count: int, concurrency: int) -> 
     return count / (time.perf_counter() - started)
 
 
-async def runtime_rate(store: EventStore, bus: Bus, count: int, concurrency: int,
-                       profile: str | None) -> tuple[float, dict[str, object]]:
+async def runtime_rate(
+    store: EventStore, bus: Bus, count: int, concurrency: int, profile: str | None
+) -> tuple[float, dict[str, object]]:
     tenant = f"r{uuid7().hex[-10:]}"
     for start in range(0, count, 500):
         await bus.publish(intents(tenant, min(500, count - start), start))
-    runtime = ControllerRuntime(store, bus, tenant=tenant, max_concurrency=concurrency,
-                                insecure_skip_verification=True,
-                                timer_scan_interval=None)
+    runtime = ControllerRuntime(
+        store,
+        bus,
+        tenant=tenant,
+        max_concurrency=concurrency,
+        insecure_skip_verification=True,
+        timer_scan_interval=None,
+    )
     stop = asyncio.Event()
     profiler = None
     if profile:
@@ -126,12 +134,18 @@ async def runtime_rate(store: EventStore, bus: Bus, count: int, concurrency: int
     return count / elapsed, runtime.stats.snapshot()
 
 
-async def latency(store: EventStore, bus: Bus, count: int, rate: float,
-                  concurrency: int) -> list[float]:
+async def latency(
+    store: EventStore, bus: Bus, count: int, rate: float, concurrency: int
+) -> list[float]:
     tenant = f"l{uuid7().hex[-10:]}"
-    runtime = ControllerRuntime(store, bus, tenant=tenant, max_concurrency=concurrency,
-                                insecure_skip_verification=True,
-                                timer_scan_interval=None)
+    runtime = ControllerRuntime(
+        store,
+        bus,
+        tenant=tenant,
+        max_concurrency=concurrency,
+        insecure_skip_verification=True,
+        timer_scan_interval=None,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))
     started = time.perf_counter()
@@ -144,8 +158,7 @@ async def latency(store: EventStore, bus: Bus, count: int, rate: float,
         await asyncio.sleep(0.01)
     stop.set()
     await task
-    events = await store.read_all(limit=10 * count + 10,
-                                  filter=EventFilter(tenant=tenant))
+    events = await store.read_all(limit=10 * count + 10, filter=EventFilter(tenant=tenant))
     born = {e.name: e.metadata.occurred_at for e in events if e.reason == "Requested"}
     out = []
     for event in events:
@@ -166,11 +179,16 @@ def with_database(url: str, database: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    admin = (os.environ.get("EVENTPLANE_BENCH_POSTGRES_URL")
-             or os.environ.get("EVENTPLANE_TEST_POSTGRES_URL")
-             or "postgresql://postgres@127.0.0.1:5432/postgres")
-    nats_url = (os.environ.get("EVENTPLANE_BENCH_NATS_URL")
-                or os.environ.get("EVENTPLANE_TEST_NATS_URL") or "nats://127.0.0.1:4222")
+    admin = (
+        os.environ.get("EVENTPLANE_BENCH_POSTGRES_URL")
+        or os.environ.get("EVENTPLANE_TEST_POSTGRES_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    nats_url = (
+        os.environ.get("EVENTPLANE_BENCH_NATS_URL")
+        or os.environ.get("EVENTPLANE_TEST_NATS_URL")
+        or "nats://127.0.0.1:4222"
+    )
     name = f"eventplane_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{name}"')
@@ -180,30 +198,40 @@ async def run(args: argparse.Namespace) -> None:
         await migrate(url)
         async with open_store(url, max_pool_size=args.concurrency + 2) as store:
             raw = await store_append_rate(store, args.intents, args.concurrency)
-            print(f"store append (read + 4-event append), {args.concurrency} writers: "
-                  f"{raw:,.0f} reconciles/s")
+            print(
+                f"store append (read + 4-event append), {args.concurrency} writers: "
+                f"{raw:,.0f} reconciles/s"
+            )
             bus: Bus = InMemoryBus() if args.bus == "memory" else await open_bus(nats_url)
             try:
-                rate, stats = await runtime_rate(store, bus, args.intents, args.concurrency,
-                                                 args.profile)
+                rate, stats = await runtime_rate(
+                    store, bus, args.intents, args.concurrency, args.profile
+                )
             finally:
                 await bus.close()
-            print(f"runtime ({args.bus} bus, {args.concurrency} workers): {rate:,.0f} intents/s "
-                  f"= {rate / raw:.2f}x the store figure")
+            print(
+                f"runtime ({args.bus} bus, {args.concurrency} workers): {rate:,.0f} intents/s "
+                f"= {rate / raw:.2f}x the store figure"
+            )
             if args.rate:
                 bus = InMemoryBus() if args.bus == "memory" else await open_bus(nats_url)
                 try:
-                    lat = await latency(store, bus, args.latency_intents, args.rate,
-                                        args.concurrency)
+                    lat = await latency(
+                        store, bus, args.latency_intents, args.rate, args.concurrency
+                    )
                 finally:
                     await bus.close()
                 p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
-                print(f"latency at {args.rate:g}/s ({len(lat)} intents): p50 {p(0.5):.1f} ms, "
-                      f"p99 {p(0.99):.1f} ms, max {lat[-1] * 1000:.1f} ms")
-            print(f"commits {stats['commits']} (reconciles per commit "
-                  f"{args.intents / max(1, int(str(stats['commits']))):.1f}), "
-                  f"conflicts {stats['conflicts']}, released {stats['released']}, "
-                  f"errors {stats['errors']}")
+                print(
+                    f"latency at {args.rate:g}/s ({len(lat)} intents): p50 {p(0.5):.1f} ms, "
+                    f"p99 {p(0.99):.1f} ms, max {lat[-1] * 1000:.1f} ms"
+                )
+            print(
+                f"commits {stats['commits']} (reconciles per commit "
+                f"{args.intents / max(1, int(str(stats['commits']))):.1f}), "
+                f"conflicts {stats['conflicts']}, released {stats['released']}, "
+                f"errors {stats['errors']}"
+            )
     finally:
         conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -211,13 +239,18 @@ async def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--intents", type=int, default=2000)
     parser.add_argument("--bus", choices=("nats", "memory"), default="nats")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--profile", metavar="OUT.html")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="also measure latency at this offered rate (intents/s)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="also measure latency at this offered rate (intents/s)",
+    )
     parser.add_argument("--latency-intents", type=int, default=500)
     asyncio.run(run(parser.parse_args()))

@@ -46,9 +46,11 @@ EVENT_FIELDS = (
 _RENAMED = {"resource_name": "name"}  # ``name`` is taken on LogRecord (the logger's name)
 
 # Attributes every LogRecord has; anything else on a record came in through ``extra=``.
-_STANDARD = frozenset(
-    logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None).__dict__
-) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -86,9 +88,7 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(
-            out, default=_json_default, option=orjson.OPT_NON_STR_KEYS
-        ).decode()
+        return orjson.dumps(out, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class TextFormatter(logging.Formatter):

@@ -133,8 +133,7 @@ class _Collector(Collector):
         yield parts
         errors = CounterMetricFamily(
             "eventplane_scrape_errors",
-            "Scrapes where reading a lag from the store or bus failed (that reading is "
-            "left out).",
+            "Scrapes where reading a lag from the store or bus failed (that reading is left out).",
         )
         errors.add_metric([], float(self.scrape_errors))
         yield errors
@@ -365,8 +364,9 @@ class HealthServer:
                 f"cannot serve health checks on {self.host}:{self._port}: {exc.strerror}; "
                 "choose another --health-port (or --health-host)"
             ) from exc
-        log.info("health server on http://%s:%d (%s)", self.host, self.port,
-                 ", ".join(HEALTH_PATHS))
+        log.info(
+            "health server on http://%s:%d (%s)", self.host, self.port, ", ".join(HEALTH_PATHS)
+        )
 
     async def close(self) -> None:
         if self._server is None:
@@ -418,8 +418,9 @@ class HealthServer:
         method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
         path = rest.split(" ", 1)[0].split("?", 1)[0]
         if method not in ("GET", "HEAD"):
-            await _write(writer, 405, b"only GET and HEAD\n", "text/plain",
-                         extra={"Allow": "GET, HEAD"})
+            await _write(
+                writer, 405, b"only GET and HEAD\n", "text/plain", extra={"Allow": "GET, HEAD"}
+            )
             return
         body_wanted = method == "GET"
         if path == "/healthz":
@@ -427,17 +428,28 @@ class HealthServer:
         elif path == "/readyz":
             ready, checks = await readiness(self.workers)
             payload = orjson.dumps({"ready": ready, "checks": checks}) + b"\n"
-            await _write(writer, 200 if ready else 503, payload, "application/json",
-                         body=body_wanted)
+            await _write(
+                writer, 200 if ready else 503, payload, "application/json", body=body_wanted
+            )
         elif path == "/metrics":
             await _write(writer, 200, await self.metrics(), _PROMETHEUS_TEXT, body=body_wanted)
         else:
-            await _write(writer, 404, b"not found; try " + " ".join(HEALTH_PATHS).encode()
-                         + b"\n", "text/plain", body=body_wanted)
+            await _write(
+                writer,
+                404,
+                b"not found; try " + " ".join(HEALTH_PATHS).encode() + b"\n",
+                "text/plain",
+                body=body_wanted,
+            )
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
 async def _write(

@@ -113,7 +113,19 @@ DEFAULT_RETRY = RetryPolicy(
 
 #: Upper bounds (seconds) of the reconcile-duration histogram buckets (Prometheus style).
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 _RELEASE_DELAY = 0.0  # nak delay for work handed back at shutdown: someone else may take it
@@ -363,8 +375,7 @@ class _GroupCommit:
             self._queue.clear()
 
     @staticmethod
-    def _fail(batch: list[tuple[list[Event], int, asyncio.Future[list[Event]]]],
-              why: str) -> None:
+    def _fail(batch: list[tuple[list[Event], int, asyncio.Future[list[Event]]]], why: str) -> None:
         for _, _, future in batch:
             if not future.done():
                 future.set_exception(StoreUnavailableError(why))
@@ -493,7 +504,8 @@ class ControllerRuntime:
                     log.warning(
                         "runtime: %s watches %s intents; intents only wake the controllers of "
                         "their own kind (watch that kind's facts instead)",
-                        type(ctrl).__name__, watch.kind,
+                        type(ctrl).__name__,
+                        watch.kind,
                     )
                 other = [c for c in cats if c is not Category.INTENT]
                 if other and ctrl not in self._watchers:
@@ -576,14 +588,14 @@ class ControllerRuntime:
             feeders.append(asyncio.create_task(self._scan_loop(), name="runtime-timer-scan"))
         log.info(
             "runtime %s: running %d controller(s) for %s with %d workers",
-            self.holder_id, sum(len(c) for c in self._controllers.values()),
-            ", ".join(sorted(self._controllers)) or "no kinds", self.max_concurrency,
+            self.holder_id,
+            sum(len(c) for c in self._controllers.values()),
+            ", ".join(sorted(self._controllers)) or "no kinds",
+            self.max_concurrency,
         )
         stop_wait = asyncio.create_task(stop_event.wait(), name="runtime-stop-wait")
         try:
-            done, _ = await asyncio.wait(
-                {stop_wait, *feeders}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({stop_wait, *feeders}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop_wait:
                     task.result()  # a feeder only ends by raising: a bug, let it surface
@@ -665,8 +677,12 @@ class ControllerRuntime:
             # shutdown into a hang (the loops also check ``_stopping``).
             _, stuck = await asyncio.wait(feeders, timeout=max(1.0, self.shutdown_grace))
             if stuck:
-                log.error("runtime %s: %d fetch loop(s) ignored cancellation: %s",
-                          self.holder_id, len(stuck), sorted(t.get_name() for t in stuck))
+                log.error(
+                    "runtime %s: %d fetch loop(s) ignored cancellation: %s",
+                    self.holder_id,
+                    len(stuck),
+                    sorted(t.get_name() for t in stuck),
+                )
         # Work that has not started goes back to the bus now.
         released = [w for k, w in self._pending.items() if k not in self._processing]
         for key in [k for k in self._pending if k not in self._processing]:
@@ -682,7 +698,9 @@ class ControllerRuntime:
                 log.warning(
                     "runtime %s: %d reconcile(s) still running after %.1fs; cancelling "
                     "(their deliveries are handed back)",
-                    self.holder_id, len(late), self.shutdown_grace,
+                    self.holder_id,
+                    len(late),
+                    self.shutdown_grace,
                 )
                 for task in late:
                     task.cancel()
@@ -722,7 +740,9 @@ class ControllerRuntime:
                 if failures == 1:
                     log.warning(
                         "runtime %s: fetching %s failed (%s); retrying every <=5s",
-                        self.holder_id, sub.config.durable, exc,
+                        self.holder_id,
+                        sub.config.durable,
+                        exc,
                     )
                 if failures >= 3 and sub.subscription is not None:
                     # A subscription that keeps failing may be gone for good: bind again.
@@ -732,8 +752,9 @@ class ControllerRuntime:
                 await asyncio.sleep(delay)
                 continue
             if failures:
-                log.warning("runtime %s: fetching %s works again", self.holder_id,
-                            sub.config.durable)
+                log.warning(
+                    "runtime %s: fetching %s works again", self.holder_id, sub.config.durable
+                )
                 failures = 0
             if self._stopping:
                 for delivery in deliveries:  # fetched as the stop came: hand back at once
@@ -770,8 +791,13 @@ class ControllerRuntime:
             await self._settle(ticket, ok=True)
         for delivery, why in refused:
             self.stats.terminated += 1
-            log.error("runtime %s: refused event %s: %s", self.holder_id, delivery.event.id, why,
-                      extra=_log_fields(delivery.event, "refused", reason="SubjectMismatch"))
+            log.error(
+                "runtime %s: refused event %s: %s",
+                self.holder_id,
+                delivery.event.id,
+                why,
+                extra=_log_fields(delivery.event, "refused", reason="SubjectMismatch"),
+            )
             with contextlib.suppress(UnavailableError, BusError):
                 await delivery.term()
 
@@ -842,8 +868,12 @@ class ControllerRuntime:
             try:
                 await self._scan_timers()
             except (UnavailableError, StoreError) as exc:
-                log.warning("runtime %s: timer scan failed (%s); trying again in %.0fs",
-                            self.holder_id, exc, self.timer_scan_interval)
+                log.warning(
+                    "runtime %s: timer scan failed (%s); trying again in %.0fs",
+                    self.holder_id,
+                    exc,
+                    self.timer_scan_interval,
+                )
 
     async def _scan_timers(self) -> None:
         """Schedule every timer the store says is pending (after the last scan)."""
@@ -887,8 +917,9 @@ class ControllerRuntime:
                 # A bug (ours or a store invariant) must not kill the worker: log it and
                 # hand the deliveries back with a delay, like any other failed turn.
                 self.stats.errors += 1
-                log.exception("runtime %s: handling %s failed unexpectedly", self.holder_id,
-                              stream_id(*key))
+                log.exception(
+                    "runtime %s: handling %s failed unexpectedly", self.holder_id, stream_id(*key)
+                )
                 await self._give_back(key, work, _MAX_ERROR_NAK_DELAY)
             finally:
                 self._processing.discard(key)
@@ -925,8 +956,12 @@ class ControllerRuntime:
                     result = await self._attempt(key, work, first=attempt == 1)
                 except (ConcurrencyError, ConflictError) as exc:
                     self.stats.conflicts += 1
-                    log.debug("runtime: %s conflict #%d (%s); deciding again",
-                              stream_id(*key), attempt, exc)
+                    log.debug(
+                        "runtime: %s conflict #%d (%s); deciding again",
+                        stream_id(*key),
+                        attempt,
+                        exc,
+                    )
                     continue
                 self._error_delay.pop(key, None)
                 self._finish(key, result, time.perf_counter() - started)
@@ -936,16 +971,23 @@ class ControllerRuntime:
             log.warning(
                 "runtime %s: %s still conflicts after %d attempts; handing its %d "
                 "delivery(ies) back for later",
-                self.holder_id, stream_id(*key), self.max_conflict_retries, len(tickets),
+                self.holder_id,
+                stream_id(*key),
+                self.max_conflict_retries,
+                len(tickets),
             )
             await self._give_back(key, work, _CONFLICT_NAK_DELAY)
         except (UnavailableError, StoreError, BusError) as exc:
             self.stats.errors += 1
-            delay = min(self._error_delay.get(key, _ERROR_NAK_DELAY / 2) * 2,
-                        _MAX_ERROR_NAK_DELAY)
+            delay = min(self._error_delay.get(key, _ERROR_NAK_DELAY / 2) * 2, _MAX_ERROR_NAK_DELAY)
             self._error_delay[key] = delay
-            log.warning("runtime %s: %s failed (%s); retrying in %.1fs", self.holder_id,
-                        stream_id(*key), exc, delay)
+            log.warning(
+                "runtime %s: %s failed (%s); retrying in %.1fs",
+                self.holder_id,
+                stream_id(*key),
+                exc,
+                delay,
+            )
             await self._give_back(key, work, delay)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: the append may or may not have happened; either
@@ -985,8 +1027,12 @@ class ControllerRuntime:
                 await ticket.delivery.ack()
         except (UnavailableError, BusError) as exc:
             # The bus will redeliver after ack_wait; the stream check makes that harmless.
-            log.warning("runtime %s: could not settle event %s (%s)", self.holder_id,
-                        ticket.delivery.event.id, exc)
+            log.warning(
+                "runtime %s: could not settle event %s (%s)",
+                self.holder_id,
+                ticket.delivery.event.id,
+                exc,
+            )
         finally:
             self._inflight -= 1
             if self._inflight < self.max_inflight:
@@ -1024,9 +1070,7 @@ class ControllerRuntime:
             self._memo.forget(key)
             raise
 
-    async def _decide(
-        self, key: Key, work: _Work, memo: _Memo, events: list[Event]
-    ) -> _Result:
+    async def _decide(self, key: Key, work: _Work, memo: _Memo, events: list[Event]) -> _Result:
         """Decide and append one turn on ``memo``'s view of the stream (``events``: the
         stream as read, needed only by a timer turn)."""
         state = memo.state
@@ -1045,8 +1089,10 @@ class ControllerRuntime:
             known.add(intent.id)
             ctx = ReconcileContext.for_trigger(intent, retry=self.retry)
             problem = self._check_intent(intent)
-            if problem is None and last_intent_at is not None and (
-                intent.metadata.occurred_at < last_intent_at
+            if (
+                problem is None
+                and last_intent_at is not None
+                and (intent.metadata.occurred_at < last_intent_at)
             ):
                 problem = (
                     "Superseded",
@@ -1084,8 +1130,11 @@ class ControllerRuntime:
         if trigger is None and work.timer and due is not None and due <= utcnow():
             # The event that set the timer is the trigger; its due time is "now".
             trigger = next(
-                (e for e in reversed(events)
-                 if e.reason == "RequeueScheduled" and e.category is Category.INTERNAL),
+                (
+                    e
+                    for e in reversed(events)
+                    if e.reason == "RequeueScheduled" and e.category is Category.INTERNAL
+                ),
                 None,
             )
             now = due
@@ -1112,7 +1161,9 @@ class ControllerRuntime:
                     outcome_label = "error"
                     log.warning(
                         "runtime: %s.reconcile raised for %s: %s",
-                        type(ctrl).__name__, stream_id(*key), exc,
+                        type(ctrl).__name__,
+                        stream_id(*key),
+                        exc,
                         exc_info=not isinstance(exc, ReconcileError),
                     )
                 new = apply_decision(state, trigger, decision, ctx)
@@ -1153,8 +1204,10 @@ class ControllerRuntime:
                 spec_cls.model_validate(intent.spec)
             except pydantic.ValidationError as exc:
                 problems = "; ".join(str(e) for e in validation_errors(spec_cls, exc))
-                return "SpecInvalid", f"{intent.kind} {intent.name!r} has an invalid spec: " \
-                    f"{problems}"
+                return (
+                    "SpecInvalid",
+                    f"{intent.kind} {intent.name!r} has an invalid spec: {problems}",
+                )
         try:
             ensure_event_has_no_secret_material(intent)
         except SecretMaterialError as exc:
@@ -1191,8 +1244,12 @@ class ControllerRuntime:
         for intent, reason, message in result.rejected:
             stats.rejections[(kind, reason)] += 1
             log.warning(
-                "rejected %s %s/%s: %s: %s", intent.type, intent.tenant, intent.name,
-                reason, message,
+                "rejected %s %s/%s: %s: %s",
+                intent.type,
+                intent.tenant,
+                intent.name,
+                reason,
+                message,
                 extra=_log_fields(intent, "rejected", reason=reason),
             )
         if result.outcomes:
@@ -1204,11 +1261,20 @@ class ControllerRuntime:
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "reconciled %s/%s/%s: %s (%s, %d event(s), %.1f ms)",
-                        key[0], kind, key[2], outcome, controller, len(written),
+                        key[0],
+                        kind,
+                        key[2],
+                        outcome,
+                        controller,
+                        len(written),
                         seconds * 1000,
                         extra=_log_fields(
-                            trigger, outcome, controller=controller, events=len(written),
-                            duration_ms=round(seconds * 1000, 3), resource_key=key,
+                            trigger,
+                            outcome,
+                            controller=controller,
+                            events=len(written),
+                            duration_ms=round(seconds * 1000, 3),
+                            resource_key=key,
                         ),
                     )
         requeue_at = result.state.requeue_at

@@ -93,8 +93,9 @@ def test_worker_process_serves_probes_metrics_and_json_logs(cli: Cli) -> None:
             assert time.monotonic() < deadline + 60, text.decode()
             time.sleep(0.1)
         assert found[("eventplane_store_last_position", ())] > 0
-        assert found[("eventplane_projection_checkpoint", (("projection", "organizations"),))] == (
-            found[("eventplane_store_last_position", ())]
+        assert (
+            found[("eventplane_projection_checkpoint", (("projection", "organizations"),))]
+            == (found[("eventplane_store_last_position", ())])
         )
         assert found[
             ("eventplane_reconcile_duration_seconds_count", (("kind", "Organization"),))
@@ -108,8 +109,9 @@ def test_worker_process_serves_probes_metrics_and_json_logs(cli: Cli) -> None:
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log_path.read_text(errors="replace")
 
-    lines = [orjson.loads(line) for line in log_path.read_text().splitlines()
-             if line.startswith("{")]
+    lines = [
+        orjson.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+    ]
     reconciled = [line for line in lines if line["message"].startswith("reconciled ")]
     assert {line["name"] for line in reconciled} >= set(names)
     for line in reconciled:
@@ -157,7 +159,10 @@ async def test_readyz_answers_503_when_a_part_stopped_shutdown_began_or_the_bus_
             status, body = await fetch(server.port, "/readyz")
             assert status == 503
             assert body["checks"] == {  # type: ignore[comparison-overlap]
-                "store": "ok", "bus": "ok", "relay": "running", "runtime": "stopped",
+                "store": "ok",
+                "bus": "ok",
+                "relay": "running",
+                "runtime": "stopped",
             }
             workers.tasks = {"relay": running}
             stop.set()

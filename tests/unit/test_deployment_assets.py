@@ -271,9 +271,11 @@ def test_k8s_config_and_secrets_are_wired_to_files_that_exist_in_the_pod() -> No
     docs = k8s_documents()
     configmap = next(d for d in docs if d["kind"] == "ConfigMap")
     secret = next(d for d in docs if d["kind"] == "Secret")
-    assert all("PLACEHOLDER" in line or "REPLACE-ME" in line
-               for line in (K8S / "secret.yaml").read_text().splitlines()
-               if re.match(r"\s+[a-z-]+: \"", line))
+    assert all(
+        "PLACEHOLDER" in line or "REPLACE-ME" in line
+        for line in (K8S / "secret.yaml").read_text().splitlines()
+        if re.match(r"\s+[a-z-]+: \"", line)
+    )
     for name, pod, container in eventplane_containers():
         env = {e["name"]: e.get("value") for e in container["env"]}
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

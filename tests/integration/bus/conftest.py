@@ -142,9 +142,7 @@ class BusBackend:
             if isinstance(bus, NatsBus):
                 for durable in self.durables:
                     await bus.delete_consumer(durable)
-                await bus.jetstream.purge_stream(
-                    STREAM_NAME, subject=f"eventplane.{self.tenant}.>"
-                )
+                await bus.jetstream.purge_stream(STREAM_NAME, subject=f"eventplane.{self.tenant}.>")
                 break
         for bus in self.buses:
             await bus.close()

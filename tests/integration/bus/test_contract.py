@@ -86,7 +86,9 @@ async def test_subject_filters_select_kind_and_category(backend: BusBackend) -> 
     assert [d.event.id for d in await drain(org_facts, want=1)] == [org_fact.id]
     assert [d.event.id for d in await drain(all_facts, want=2)] == [org_fact.id, team_fact.id]
     assert [d.event.id for d in await drain(everything, want=3)] == [
-        org_fact.id, org_internal.id, team_fact.id
+        org_fact.id,
+        org_internal.id,
+        team_fact.id,
     ]
     # Nothing more is waiting for the narrow consumer.
     assert await org_facts.fetch(batch=10, timeout=0.3) == []
@@ -293,8 +295,9 @@ async def test_undecodable_message_is_terminated_and_never_delivered(
 
     assert [d.event.id for d in got] == [good.id]
     assert await sub.fetch(batch=10, timeout=1.0) == []  # the poison never comes back
-    assert any(subject in r.getMessage() and "undecodable" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        subject in r.getMessage() and "undecodable" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_existing_durable_with_a_different_filter_is_rejected(backend: BusBackend) -> None:
@@ -304,8 +307,9 @@ async def test_existing_durable_with_a_different_filter_is_rejected(backend: Bus
 
     with pytest.raises(BusError, match="already exists with filter"):
         await bus.subscribe(
-            ConsumerConfig(durable=config.durable,
-                           filter_subject=backend.filter(category=Category.INTERNAL))
+            ConsumerConfig(
+                durable=config.durable, filter_subject=backend.filter(category=Category.INTERNAL)
+            )
         )
 
 
@@ -326,13 +330,17 @@ async def test_embedded_bus_shares_a_durable_between_processes(tmp_path: Path) -
     db = tmp_path / "eventplane.db"
     tenant = new_tenant()
     events = make_events(tenant, 120)
-    args = [sys.executable, "-m", "tests.integration.bus.embedded_worker", str(db),
-            "shared", f"eventplane.{tenant}.>"]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.integration.bus.embedded_worker",
+        str(db),
+        "shared",
+        f"eventplane.{tenant}.>",
+    ]
     bus = await EmbeddedBus.open(db)
     workers = [
-        await asyncio.create_subprocess_exec(
-            *args, stdin=PIPE, stdout=PIPE, cwd=REPO_ROOT
-        )
+        await asyncio.create_subprocess_exec(*args, stdin=PIPE, stdout=PIPE, cwd=REPO_ROOT)
         for _ in range(2)
     ]
     try:

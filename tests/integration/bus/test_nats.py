@@ -165,5 +165,7 @@ async def test_bus_url_with_unknown_scheme_is_a_config_error() -> None:
 
 
 def test_passwords_never_appear_in_logged_urls() -> None:
-    assert redact_url("nats://relay:s3cret@nats.example:4222") == "nats://relay:***@nats.example:4222"
+    assert (
+        redact_url("nats://relay:s3cret@nats.example:4222") == "nats://relay:***@nats.example:4222"
+    )
     assert "s3cret" not in redact_url("nats://a:s3cret@h1:4222,nats://b:s3cret@h2:4222")

@@ -58,12 +58,12 @@ async def test_relay_publishes_internal_and_fact_events_in_position_order(
     bus = await backend.open()
     sub = await bus.subscribe(backend.config())
     first = await append_stream(
-        store, backend.tenant, "acme",
+        store,
+        backend.tenant,
+        "acme",
         [Category.INTENT, Category.INTERNAL, Category.FACT],
     )
-    second = await append_stream(
-        store, backend.tenant, "globex", [Category.INTENT, Category.FACT]
-    )
+    second = await append_stream(store, backend.tenant, "globex", [Category.INTENT, Category.FACT])
     expected = [e for e in first + second if e.category is not Category.INTENT]
 
     published = await Relay(store, bus, batch_size=2).run_once()
@@ -209,8 +209,9 @@ async def test_relay_moves_a_postgresql_store_onto_nats(postgres_url: str, nats_
         stop = asyncio.Event()
         task = asyncio.ensure_future(Relay(pg_store, bus, name=name, poll_interval=0.2).run(stop))
         try:
-            stored = await append_stream(pg_store, tenant, "acme", [Category.INTENT,
-                                                                    Category.FACT, Category.FACT])
+            stored = await append_stream(
+                pg_store, tenant, "acme", [Category.INTENT, Category.FACT, Category.FACT]
+            )
             got = await receive(sub, 2)
         finally:
             stop.set()

@@ -38,8 +38,15 @@ class RuntimeProcesses:
 
     def start(self, **options: object) -> subprocess.Popen[bytes]:
         args = [
-            sys.executable, "-m", "tests.integration.runtime.runtime_process",
-            "--store", self.store_url, "--bus", self.nats_url, "--tenant", self.tenant,
+            sys.executable,
+            "-m",
+            "tests.integration.runtime.runtime_process",
+            "--store",
+            self.store_url,
+            "--bus",
+            self.nats_url,
+            "--tenant",
+            self.tenant,
         ]
         for key, value in options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]

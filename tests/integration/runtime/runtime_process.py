@@ -28,8 +28,12 @@ async def main(args: argparse.Namespace) -> None:
     bus = await open_bus(args.bus)
     try:
         runtime = ControllerRuntime(
-            store, bus, tenant=args.tenant, ack_wait=args.ack_wait,
-            max_concurrency=args.max_concurrency, shutdown_grace=5.0,
+            store,
+            bus,
+            tenant=args.tenant,
+            ack_wait=args.ack_wait,
+            max_concurrency=args.max_concurrency,
+            shutdown_grace=5.0,
             insecure_skip_verification=True,  # the test publishes unsigned intents
         )
         await runtime.run(stop)

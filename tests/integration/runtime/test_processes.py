@@ -29,15 +29,26 @@ def intents(tenant: str, count: int, **spec_changes: object) -> list:  # type: i
     now = utcnow()
     return [
         EventFactory.from_intent(
-            spec, kind="Organization", tenant=tenant, name=f"org-{i}", actor="user:test",
+            spec,
+            kind="Organization",
+            tenant=tenant,
+            name=f"org-{i}",
+            actor="user:test",
             now=now,
         )
         for i in range(count)
     ]
 
 
-async def wait_for(store: EventStore, tenant: str, event_type: str, at_least: int,
-                   processes: RuntimeProcesses, *, within: float = 60.0) -> Counter[str]:
+async def wait_for(
+    store: EventStore,
+    tenant: str,
+    event_type: str,
+    at_least: int,
+    processes: RuntimeProcesses,
+    *,
+    within: float = 60.0,
+) -> Counter[str]:
     async with asyncio.timeout(within):
         while True:
             counts = await count_by_name(store, tenant, event_type)
@@ -58,8 +69,7 @@ async def test_kill_9_mid_load_then_restart_reconciles_every_organization_exactl
     total = 400
     await nats_bus.publish(intents(tenant, total))
     first = processes.start()
-    done_before_kill = await wait_for(pg_store, tenant, "Organization.Provisioned", 20,
-                                      processes)
+    done_before_kill = await wait_for(pg_store, tenant, "Organization.Provisioned", 20, processes)
     processes.kill(first)
     assert sum(done_before_kill.values()) < total, "the crash must happen mid-load"
 

@@ -54,16 +54,18 @@ class Harness:
         await runtime.run_until_idle(timeout=30, timer_horizon=horizon)
         return runtime
 
-    async def stream(self, name: str, kind: str = "Organization", tenant: str = "default"
-                     ) -> list[Event]:
+    async def stream(
+        self, name: str, kind: str = "Organization", tenant: str = "default"
+    ) -> list[Event]:
         return await self.store.read_stream(tenant, kind, name)
 
     async def types(self, name: str, kind: str = "Organization") -> list[str]:
         return [e.type.partition(".")[2] for e in await self.stream(name, kind)]
 
     async def state(self, name: str, kind: str = "Organization") -> ResourceState:
-        return fold(await self.stream(name, kind), initial=ResourceState.empty(
-            "default", kind, name))
+        return fold(
+            await self.stream(name, kind), initial=ResourceState.empty("default", kind, name)
+        )
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from tests.unit.controller.conftest import Harness
 from tests.unit.controller.controllers import FailingFor
 from tests.unit.simulate import org_intent
 
-FAST = RetryPolicy(
-    base=timedelta(milliseconds=2), cap=timedelta(milliseconds=20), max_attempts=4
-)
+FAST = RetryPolicy(base=timedelta(milliseconds=2), cap=timedelta(milliseconds=20), max_attempts=4)
 SLOW = RetryPolicy(base=timedelta(minutes=1), cap=timedelta(minutes=5))
 
 
@@ -48,7 +46,9 @@ async def test_controller_raising_for_one_resource_does_not_stall_the_others(
 
 async def test_retries_back_off_exponentially_then_fail_with_a_fact(harness: Harness) -> None:
     runtime = await harness.drive(
-        org_intent(1, name="bad"), controllers=[FailingFor("bad")], retry=FAST,
+        org_intent(1, name="bad"),
+        controllers=[FailingFor("bad")],
+        retry=FAST,
         timer_horizon=5.0,
     )
 
@@ -76,8 +76,10 @@ async def test_retries_back_off_exponentially_then_fail_with_a_fact(harness: Har
 
 async def test_success_after_transient_failures_resets_attempts(harness: Harness) -> None:
     await harness.drive(
-        org_intent(1, name="flaky"), controllers=[FailingFor("flaky", until_attempts=2)],
-        retry=FAST, timer_horizon=5.0,
+        org_intent(1, name="flaky"),
+        controllers=[FailingFor("flaky", until_attempts=2)],
+        retry=FAST,
+        timer_horizon=5.0,
     )
 
     state = await harness.state("flaky")
@@ -95,7 +97,8 @@ async def test_success_after_transient_failures_resets_attempts(harness: Harness
 async def test_retry_decision_backs_off_like_a_raised_transient_error(harness: Harness) -> None:
     runtime = await harness.drive(
         org_intent(1, name="waiting", at=utcnow()),
-        controllers=[FailingFor("waiting", as_decision=True)], retry=SLOW,
+        controllers=[FailingFor("waiting", as_decision=True)],
+        retry=SLOW,
     )
 
     state = await harness.state("waiting")
@@ -126,8 +129,9 @@ async def test_permanent_error_records_ready_false_and_one_reconcile_failed_fact
 async def test_a_new_spec_after_a_permanent_failure_is_reconciled_again(
     harness: Harness,
 ) -> None:
-    await harness.drive(org_intent(1, name="doomed"),
-                        controllers=[FailingFor("doomed", permanent=True)])
+    await harness.drive(
+        org_intent(1, name="doomed"), controllers=[FailingFor("doomed", permanent=True)]
+    )
     await harness.drive(org_intent(2, name="doomed", plan="enterprise"))
 
     state = await harness.state("doomed")

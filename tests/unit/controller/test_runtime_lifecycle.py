@@ -11,8 +11,14 @@ from tests.unit.controller.conftest import Harness
 from tests.unit.simulate import org_delete, org_intent
 
 
-def raw_intent(kind: str, spec: dict[str, Any] | None, *, name: str = "acme",
-               reason: str = "Requested", api_version: str | None = None) -> Event:
+def raw_intent(
+    kind: str,
+    spec: dict[str, Any] | None,
+    *,
+    name: str = "acme",
+    reason: str = "Requested",
+    api_version: str | None = None,
+) -> Event:
     """An intent built without EventFactory (which would refuse it): what a buggy or
     hostile client could put on the bus."""
     ident = uuid7()
@@ -26,7 +32,9 @@ def raw_intent(kind: str, spec: dict[str, Any] | None, *, name: str = "acme",
         api_version=api_version or f"{kind.lower()}/v1",
         spec=spec,
         metadata=EventMetadata(
-            correlation_id=ident, actor="user:test", source="tests",
+            correlation_id=ident,
+            actor="user:test",
+            source="tests",
             occurred_at=utcnow(),
         ),
     )
@@ -36,7 +44,10 @@ async def test_applied_organization_is_provisioned_and_ready(harness: Harness) -
     runtime = await harness.drive(org_intent(1))
 
     assert await harness.types("acme") == [
-        "Requested", "FinalizersUpdated", "Provisioned", "StatusUpdated"
+        "Requested",
+        "FinalizersUpdated",
+        "Provisioned",
+        "StatusUpdated",
     ]
     state = await harness.state("acme")
     ready = state.status.condition("Ready")
@@ -64,13 +75,19 @@ async def test_spec_update_bumps_generation_and_announces_plan_change(harness: H
     await harness.drive(org_intent(2, plan="enterprise"))
 
     assert (await harness.types("acme"))[4:] == [
-        "Requested", "Updated", "PlanChanged", "StatusUpdated"
+        "Requested",
+        "Updated",
+        "PlanChanged",
+        "StatusUpdated",
     ]
     state = await harness.state("acme")
     assert state.generation == 2
     assert state.status.observed_generation == 2
     assert state.facts["PlanChanged"] == {
-        "previous_plan": "pro", "plan": "enterprise", "seats": 1000, "generation": 2
+        "previous_plan": "pro",
+        "plan": "enterprise",
+        "seats": 1000,
+        "generation": 2,
     }
 
 
@@ -105,7 +122,10 @@ async def test_delete_records_deleted_only_after_the_finalizer_is_removed(
     await harness.drive(org_delete(2))
 
     assert (await harness.types("acme"))[4:] == [
-        "DeletionRequested", "Deprovisioned", "FinalizersUpdated", "Deleted"
+        "DeletionRequested",
+        "Deprovisioned",
+        "FinalizersUpdated",
+        "Deleted",
     ]
     state = await harness.state("acme")
     assert state.deleted
@@ -144,7 +164,8 @@ async def test_intent_with_an_invalid_spec_is_rejected_naming_the_field(
     harness: Harness,
 ) -> None:
     intent = raw_intent(
-        "Organization", {"display_name": "Acme", "plan": "platinum", "owners": ["a@b.example"]},
+        "Organization",
+        {"display_name": "Acme", "plan": "platinum", "owners": ["a@b.example"]},
         api_version="organization/v1",
     )
     await harness.drive(intent)
@@ -156,7 +177,8 @@ async def test_intent_with_an_invalid_spec_is_rejected_naming_the_field(
 
 async def test_intent_with_an_unserved_api_version_is_rejected(harness: Harness) -> None:
     intent = raw_intent(
-        "Organization", {"display_name": "Acme", "plan": "pro", "owners": ["a@b.example"]},
+        "Organization",
+        {"display_name": "Acme", "plan": "pro", "owners": ["a@b.example"]},
         api_version="organization/v9",
     )
     await harness.drive(intent)

@@ -31,7 +31,9 @@ from tests.unit.simulate import org_delete, org_intent
 
 
 def replay_stream(
-    events: list[Event], everything: dict[object, Event], controllers: list[Controller],
+    events: list[Event],
+    everything: dict[object, Event],
+    controllers: list[Controller],
     retry: RetryPolicy,
 ) -> list[tuple[list[Event], list[Event]]]:
     """(recorded, replayed) for every decision recorded in one stream."""
@@ -96,11 +98,15 @@ async def test_replaying_the_recorded_store_reproduces_every_decision(
     ]
     owners = [f"o{i}@x.example" for i in range(4)]
     rounds = [
-        [org_intent(1), org_intent(2, name="bad"), org_intent(3, name="flaky"),
-         org_intent(4, name="doomed"), org_intent(5, name="small", plan="free", owners=owners),
-         raw_intent("Widget", {"size": 1}, name="w")],
-        [org_intent(6, plan="enterprise"), org_intent(7, name="small", plan="pro",
-                                                      owners=owners)],
+        [
+            org_intent(1),
+            org_intent(2, name="bad"),
+            org_intent(3, name="flaky"),
+            org_intent(4, name="doomed"),
+            org_intent(5, name="small", plan="free", owners=owners),
+            raw_intent("Widget", {"size": 1}, name="w"),
+        ],
+        [org_intent(6, plan="enterprise"), org_intent(7, name="small", plan="pro", owners=owners)],
         [org_delete(8), org_intent(9, name="doomed", plan="enterprise")],
         [org_intent(1)],  # a duplicate delivery (new bus below)
     ]
@@ -123,7 +129,12 @@ async def test_replaying_the_recorded_store_reproduces_every_decision(
     # Enough decisions of every kind were checked: provision, update, seat limit,
     # retries and exhaustion, recovery, permanent failure, deletion.
     types = {e.type for e in everything}
-    assert {"Organization.Provisioned", "Organization.PlanChanged", "Organization.Deleted",
-            "Organization.ReconcileFailed", "Organization.RequeueScheduled",
-            "Widget.IntentRejected"} <= types
+    assert {
+        "Organization.Provisioned",
+        "Organization.PlanChanged",
+        "Organization.Deleted",
+        "Organization.ReconcileFailed",
+        "Organization.RequeueScheduled",
+        "Widget.IntentRejected",
+    } <= types
     assert compared >= 12

@@ -18,8 +18,12 @@ async def test_requeue_after_is_recorded_as_a_durable_timer(harness: Harness) ->
     runtime = await harness.drive(org_intent(1, at=utcnow()), controllers=[Poller()])
 
     events = await harness.stream("acme")
-    assert [e.reason for e in events] == ["Requested", "Waiting", "StatusUpdated",
-                                          "RequeueScheduled"]
+    assert [e.reason for e in events] == [
+        "Requested",
+        "Waiting",
+        "StatusUpdated",
+        "RequeueScheduled",
+    ]
     due = parse_time(str(events[-1].data["due_at"]))
     assert due == events[0].metadata.occurred_at + timedelta(milliseconds=300)
     assert runtime.pending_timers == {KEY: due}

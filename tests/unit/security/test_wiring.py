@@ -136,7 +136,9 @@ async def wait_until_idle(settings: Settings) -> None:
 
     async with open_stack(settings) as stack:
         runtime = ControllerRuntime(
-            stack.store, stack.require_bus(), timer_scan_interval=None,
+            stack.store,
+            stack.require_bus(),
+            timer_scan_interval=None,
             insecure_skip_verification=True,
         )
         await runtime.run_until_idle(timeout=10)
