@@ -229,3 +229,32 @@ async def test_the_migrated_schema_matches_the_sqlmodel_tables(
         actual = {r["column_name"]: r["is_nullable"] == "YES" for r in rows}
         expected = {c.name: bool(c.nullable) for c in table.columns}
         assert actual == expected, table.name
+
+
+async def test_append_functions_never_keep_a_sequential_scan_plan(postgres_url: str) -> None:
+    """PL/pgSQL caches plans per connection; one made on a nearly empty table must not
+    keep scanning the whole table as it grows (sqls/0004)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT proname, proconfig FROM pg_proc WHERE proname LIKE 'eventplane_append%'"
+        )
+    finally:
+        await conn.close()
+    settings = {row["proname"]: row["proconfig"] or [] for row in rows}
+    assert set(settings) == {"eventplane_append", "eventplane_append_one", "eventplane_append_many"}
+    assert all("enable_seqscan=off" in config for config in settings.values())
+
+
+async def test_a_batch_is_recorded_with_consecutive_positions_and_versions(
+    pg_store: EventStore, make_event: EventMaker
+) -> None:
+    [first] = await pg_store.append([make_event()], expected_version=0)
+    batch = [make_event() for _ in range(5)]
+    recorded = await pg_store.append(batch, expected_version=1)
+    assert [e.metadata.stream_version for e in recorded] == [2, 3, 4, 5, 6]
+    start = first.metadata.position
+    assert start is not None
+    assert [e.metadata.position for e in recorded] == list(range(start + 1, start + 6))
+    assert len({e.metadata.recorded_at for e in recorded}) == 1
+    assert recorded == await pg_store.read_stream(*batch[0].stream, from_version=1)
