@@ -48,6 +48,7 @@ from eventplane.event.model import (
     Event,
     EventMetadata,
     ResourceStatus,
+    _replaced,
 )
 from eventplane.event.state import ResourceState
 from eventplane.utils import format_time
@@ -381,8 +382,10 @@ def admit_intent(state: ResourceState, intent: Event, ctx: ReconcileContext) -> 
     The runtime checks ``store.get_event(intent.id)`` first: an intent is admitted once.
     """
     _check_intent(state, intent)
-    meta = intent.metadata.model_copy(
-        update={"stream_version": None, "position": None, "recorded_at": None}
+    # Copies without validation (the values are the store's Nones and our own ints): the
+    # runtime admits one intent per turn, and model_copy cost 3% of a busy runtime's CPU.
+    meta = _replaced(
+        intent.metadata, {"stream_version": None, "position": None, "recorded_at": None}
     )
     if intent.reason == "Requested":
         if intent.spec is None:
@@ -399,11 +402,7 @@ def admit_intent(state: ResourceState, intent: Event, ctx: ReconcileContext) -> 
             )
         changed = not state.exists or state.spec != intent.spec
         generation = state.generation + 1 if changed else state.generation
-        return [
-            intent.model_copy(
-                update={"metadata": meta.model_copy(update={"generation": generation})}
-            )
-        ]
+        return [_replaced(intent, {"metadata": _replaced(meta, {"generation": generation})})]
     if intent.reason == "DeletionRequested":
         if not state.exists:
             return reject_intent(
@@ -414,12 +413,13 @@ def admit_intent(state: ResourceState, intent: Event, ctx: ReconcileContext) -> 
                 ctx,
             )
         return [
-            intent.model_copy(
-                update={
-                    "metadata": meta.model_copy(update={"generation": state.generation}),
+            _replaced(
+                intent,
+                {
+                    "metadata": _replaced(meta, {"generation": state.generation}),
                     "deletion_requested_at": state.deletion_requested_at
                     or intent.metadata.occurred_at,
-                }
+                },
             )
         ]
     return reject_intent(
