@@ -308,6 +308,9 @@ class PostgresEventStore(EventStore):
             rows = await self._send_alone(args)
         else:
             rows = await self._submit(evs, args)
+        if rows[0][0] == 0:  # appended: the common case, without another coroutine
+            self._doorbell.set()
+            return _recorded(rows, evs)
         return await self._appended(rows, evs, expected_version)
 
     async def _appended(
@@ -318,20 +321,7 @@ class PostgresEventStore(EventStore):
         outcome = rows[0][0]
         if outcome == 0:
             self._doorbell.set()
-            if len(rows) == len(evs):  # a row per event (eventplane_append_many, sqls/0001)
-                return [
-                    e.recorded(stream_version=r[2], position=r[3], recorded_at=r[4])
-                    for e, r in zip(evs, rows, strict=True)
-                ]
-            # One row for the batch (sqls/0004): the first event's version and position,
-            # the others consecutive after it.
-            version, position, recorded_at = rows[0][2], rows[0][3], rows[0][4]
-            return [
-                e.recorded(
-                    stream_version=version + i, position=position + i, recorded_at=recorded_at
-                )
-                for i, e in enumerate(evs)
-            ]
+            return _recorded(rows, evs)
         if outcome == 1:
             raise ConcurrencyError(
                 stream_id(first.tenant, first.kind, first.name), expected_version, rows[0][2]
@@ -466,15 +456,16 @@ class PostgresEventStore(EventStore):
 
     async def _on_writer(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run an append statement on the held writer connection (no pool round trip)."""
-        pool = await self._get_pool()
-        if self._writer is None or self._writer.is_closed():
+        conn = self._writer
+        if conn is None or conn.is_closed():
+            pool = await self._get_pool()
             try:
-                self._writer = await pool.acquire()
+                conn = self._writer = await pool.acquire()
             except Exception as exc:
                 raise _translate(exc, "connect") from exc
-        conn = self._writer
         try:
-            return await _fetch(conn, sql, *params)
+            rows: list[Any] = await conn.fetch(sql, *params)
+            return rows
         except _CONNECTION_ERRORS as exc:
             await self._drop_writer()
             raise StoreUnavailableError(
@@ -799,6 +790,22 @@ def _append_args(batch: Sequence[EventValues], expected: int) -> tuple[Any, ...]
         [m.occurred_at for m in metas],
         [v.body for v in batch],
     )
+
+
+def _recorded(rows: Sequence[Any], evs: list[Event]) -> list[Event]:
+    """The appended events as recorded, from an outcome-0 answer: a row per event
+    (eventplane_append_many, sqls/0001) or one row for the batch (sqls/0004) carrying the
+    first event's version and position, the others consecutive after it."""
+    if len(rows) == len(evs):
+        return [
+            e.recorded(stream_version=r[2], position=r[3], recorded_at=r[4])
+            for e, r in zip(evs, rows, strict=True)
+        ]
+    version, position, recorded_at = rows[0][2], rows[0][3], rows[0][4]
+    return [
+        e.recorded(stream_version=version + i, position=position + i, recorded_at=recorded_at)
+        for i, e in enumerate(evs)
+    ]
 
 
 def _first_id(exc: BaseException, ids: Sequence[UUID]) -> object:
