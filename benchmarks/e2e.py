@@ -158,6 +158,23 @@ async def throughput(bus_url: str, conn: asyncpg.Connection, tenant: str, n: int
     return n / elapsed
 
 
+async def settle(conn: asyncpg.Connection, limit: float = 60.0) -> None:
+    """Let the burst finish before measuring latency at a steady rate: the read model is
+    complete when `throughput` returns, but the relay may still be publishing the burst's
+    facts to NATS (it runs behind, by design) — wait until its checkpoint reaches the end
+    of the log, then a second more."""
+    deadline = time.monotonic() + limit
+    while True:
+        behind = await conn.fetchval(
+            "SELECT (SELECT coalesce(max(position), 0) FROM eventplane_events) - "
+            "coalesce((SELECT position FROM eventplane_checkpoints WHERE name = 'relay'), 0)"
+        )
+        if behind <= 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+
+
 async def latency(
     bus_url: str, conn: asyncpg.Connection, tenant: str, count: int, rate: float
 ) -> list[float]:
@@ -242,6 +259,7 @@ async def run_layout(args: argparse.Namespace, layout: str) -> None:
             )
         )
         await throughput(args.nats, conn, tenant, args.n)
+        await settle(conn)
         await latency(args.nats, conn, tenant, args.latency_count, args.rate)
     finally:
         if conn is not None:
