@@ -13,11 +13,12 @@ consumer ``projection-<NAME>`` when one is given, or after ``poll_interval``.
 
 1. read the checkpoint, the store's safe horizon, then up to ``batch_size`` matching
    events after the checkpoint (outside the transaction, so no lock is held while reading);
-2. begin; lock the projection's checkpoint row (``SELECT … FOR UPDATE`` on PostgreSQL;
-   ``BEGIN IMMEDIATE`` on SQLite takes the file's write lock); if the checkpoint moved
-   meanwhile, another worker of the same projection applied these events — roll back
-   and start over from the new checkpoint;
-3. ``projection.apply`` every event, move the checkpoint, commit.
+2. begin; move the projection's checkpoint row to the batch's end only if it still holds
+   the position the batch was read from (one ``UPDATE … WHERE position = expected``; the
+   row stays locked until commit — on SQLite ``BEGIN IMMEDIATE`` already holds the file's
+   write lock); if it moved meanwhile, another worker of the same projection applied these
+   events — roll back and start over from the new checkpoint;
+3. ``projection.apply`` every event, commit.
 
 The read-model writes and the checkpoint commit together, so a crash, a redelivery or a
 replay can never apply an event twice or skip one, and competing workers of one
@@ -312,11 +313,13 @@ class ProjectionWorker:
                 AsyncSession(self.engine, expire_on_commit=False) as session,
                 session.begin(),
             ):
-                current = await self._lock_checkpoint(session)
-                if current != expected:
+                # Move the checkpoint first, only if it is still where we read from: the
+                # row stays locked to the commit, so a competing worker waits here and then
+                # finds it moved. One statement for what was a SELECT … FOR UPDATE plus an
+                # UPDATE at the end.
+                if not await self._advance_checkpoint(session, expected, new):
                     raise _Moved
                 await self.projection.apply_batch(events, session)
-                await self._set_checkpoint(session, new)
         except _Moved:
             raise
         except Exception as exc:
@@ -331,6 +334,15 @@ class ProjectionWorker:
             .with_for_update()
         )
         return int(position or 0)
+
+    async def _advance_checkpoint(self, session: AsyncSession, expected: int, new: int) -> bool:
+        result = await session.execute(
+            update(_CHECKPOINTS)
+            .where(_CHECKPOINTS.c.name == self.checkpoint_key)
+            .where(_CHECKPOINTS.c.position == expected)
+            .values(position=new, updated_at=utcnow())
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def _set_checkpoint(self, session: AsyncSession, position: int) -> None:
         await session.execute(
