@@ -183,19 +183,10 @@ class Event(_Frozen):
         values["stream_version"] = stream_version
         values["position"] = position
         values["recorded_at"] = recorded_at
-        meta = _new(EventMetadata)
-        _set(meta, "__dict__", values)
-        _set(meta, "__pydantic_fields_set__", old.__pydantic_fields_set__ | _STORED_FIELDS)
-        _set(meta, "__pydantic_extra__", None)
-        _set(meta, "__pydantic_private__", None)
+        meta = _assemble(EventMetadata, values, old.__pydantic_fields_set__ | _STORED_FIELDS)
         values = self.__dict__.copy()
         values["metadata"] = meta
-        event = _new(Event)
-        _set(event, "__dict__", values)
-        _set(event, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _METADATA_FIELD)
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        return event
+        return _assemble(Event, values, self.__pydantic_fields_set__ | _METADATA_FIELD)
 
     def content_equals(self, other: Event) -> bool:
         """Same event ignoring store-assigned fields: what idempotent re-append compares."""
@@ -308,16 +299,20 @@ def _replaced(model: _M, updates: dict[str, Any]) -> _M:
     The store calls this once per appended event (``recorded``), so it is on the append hot
     path; the values come from the database, never from a caller, hence no validation.
     """
-    copy = object.__new__(type(model))
     values = dict(model.__dict__)
     values.update(updates)
-    object.__setattr__(copy, "__dict__", values)
-    object.__setattr__(
-        copy, "__pydantic_fields_set__", model.__pydantic_fields_set__ | updates.keys()
-    )
-    object.__setattr__(copy, "__pydantic_extra__", None)
-    object.__setattr__(copy, "__pydantic_private__", None)
-    return copy
+    return _assemble(type(model), values, model.__pydantic_fields_set__ | updates.keys())
+
+
+def _assemble(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
+    """A model instance from trusted, complete field values (what ``model_construct`` ends
+    with, minus its per-field default handling)."""
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", fields_set)
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
 
 
 def stream_id(tenant: str, kind: str, name: str) -> str:
