@@ -101,10 +101,18 @@ def create_read_model_engine(store_url: str, *, write: bool = True) -> AsyncEngi
     ``write``, every transaction starts with ``BEGIN IMMEDIATE`` so it owns the write
     lock from the start (no SQLITE_BUSY on lock upgrade; it is also what makes the
     checkpoint check in a batch race-free). ``write=False`` engines use deferred
-    transactions and never block writers (``evtctl get``).
+    transactions and never block writers (``evtctl get``). On PostgreSQL ``write`` engines
+    commit asynchronously (``synchronous_commit = off``): see below.
     """
     target = parse_store_url(store_url)
-    engine = create_async_engine(sqlalchemy_url(store_url), pool_pre_ping=False)
+    options: dict[str, Any] = {}
+    if target.backend == "postgresql" and write:
+        # A read model is derived data: its commits need not wait for the WAL flush. A
+        # crash loses at most the last few hundred milliseconds of batches — each one whole,
+        # rows and checkpoint together — and the worker applies them again from the older
+        # checkpoint. (SQLite's WAL with synchronous=NORMAL makes the same trade.)
+        options["connect_args"] = {"server_settings": {"synchronous_commit": "off"}}
+    engine = create_async_engine(sqlalchemy_url(store_url), pool_pre_ping=False, **options)
     if target.backend == "sqlite":
         target.path.parent.mkdir(parents=True, exist_ok=True)
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
