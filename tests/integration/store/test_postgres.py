@@ -10,8 +10,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from eventplane.errors import StoreUnavailableError, ValidationError
+from eventplane.projection.worker import create_read_model_engine
 from eventplane.store import EventStore, migrate, open_store, status
 from eventplane.store.migrations import default_sqls_dir
 from eventplane.store.tables import store_tables
@@ -258,3 +260,17 @@ async def test_a_batch_is_recorded_with_consecutive_positions_and_versions(
     assert [e.metadata.position for e in recorded] == list(range(start + 1, start + 6))
     assert len({e.metadata.recorded_at for e in recorded}) == 1
     assert recorded == await pg_store.read_stream(*batch[0].stream, from_version=1)
+
+
+async def test_read_model_writers_commit_asynchronously_and_readers_do_not_change(
+    postgres_url: str,
+) -> None:
+    """Read models are derived data: their writers skip waiting for the WAL flush (a crash
+    only re-applies whole batches); the store's own connections keep synchronous commit."""
+    for write, expected in ((True, "off"), (False, "on")):
+        engine = create_read_model_engine(postgres_url, write=write)
+        try:
+            async with engine.connect() as conn:
+                assert (await conn.scalar(text("SHOW synchronous_commit"))) == expected
+        finally:
+            await engine.dispose()
