@@ -323,7 +323,9 @@ def main() -> None:
         help="admin URL of the PostgreSQL server (a scratch database is created on it)",
     )
     parser.add_argument("--scan", type=int, default=100_000, help="events in the scan test")
-    parser.add_argument("--single", type=int, default=400, help="events in the single test")
+    parser.add_argument(
+        "--single", type=int, default=1000, help="events per round in the single test"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from eventplane.errors import StoreUnavailableError, ValidationError
+from eventplane.errors import ConcurrencyError, StoreUnavailableError, ValidationError
 from eventplane.projection.worker import create_read_model_engine
 from eventplane.store import EventStore, migrate, open_store, status
 from eventplane.store.migrations import default_sqls_dir
@@ -197,6 +197,7 @@ async def test_migrate_is_idempotent_and_status_lists_applied_migrations(
         (2, "append_many", "applied"),
         (3, "append_many_generic_plan", "applied"),
         (4, "append_one_statement", "applied"),
+        (5, "append_one_lock_by_update", "applied"),
     ]
     assert states[0].applied_at is not None
 
@@ -274,3 +275,18 @@ async def test_read_model_writers_commit_asynchronously_and_readers_do_not_chang
                 assert (await conn.scalar(text("SHOW synchronous_commit"))) == expected
         finally:
             await engine.dispose()
+
+
+async def test_a_refused_lone_append_leaves_no_hole_in_the_positions(
+    pg_store: EventStore, make_event: EventMaker
+) -> None:
+    """eventplane_append_one advances the head to take its lock and moves it back when the
+    append is refused (sqls/0005): the next append gets the very next position."""
+    [first] = await pg_store.append([make_event()], expected_version=0)
+    with pytest.raises(ConcurrencyError):
+        await pg_store.append([make_event()], expected_version=0)  # stale: the stream has 1
+    assert await pg_store.append([first], expected_version=0) == [first]  # idempotent
+    [second] = await pg_store.append([make_event()], expected_version=1)
+    assert first.metadata.position is not None
+    assert second.metadata.position == first.metadata.position + 1
+    assert await pg_store.last_position() == second.metadata.position
