@@ -12,8 +12,6 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel
-
 from eventplane.errors import (
     AuthorizationError,
     ConflictError,
@@ -23,7 +21,14 @@ from eventplane.errors import (
     ValidationError,
 )
 from eventplane.event.cloudevents import MAX_EVENT_BYTES, encode
-from eventplane.event.model import Category, Condition, ConditionStatus, Event, EventMetadata
+from eventplane.event.model import (
+    Category,
+    Condition,
+    ConditionStatus,
+    Event,
+    EventMetadata,
+    construct_trusted,
+)
 from eventplane.event.model import ResourceStatus as _ResourceStatus
 from eventplane.store.base import ANY, NO_STREAM, EventFilter, ExpectedVersion, StreamState
 from eventplane.utils import format_time, json_dumps, parse_time
@@ -41,7 +46,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_EVENT_BYTES = MAX_EVENT_BYTES
-_M = TypeVar("_M", bound=BaseModel)
 _R = TypeVar("_R")
 # Key attributes travel next to the body on the wire; below this much headroom the body
 # alone decides, above it the exact CloudEvents size is computed (rare, large events only).
@@ -214,25 +218,11 @@ def scoped_filter(store_tenant: str | None, flt: EventFilter | None) -> EventFil
 
 _CATEGORIES = {c.value: c for c in Category}
 _CONDITION_STATUS = {c.value: c for c in ConditionStatus}
-_new = object.__new__
-_set = object.__setattr__
 # Every stored event has every field set. One set per model class serves them all: the
 # models are frozen, so pydantic never adds to it in place (model_copy and our own copies
 # make new ones), and a scan saves two allocations per row.
 _EVENT_FIELDS = set(Event.model_fields)
 _META_FIELDS = set(EventMetadata.model_fields)
-
-
-def _construct(cls: type[_M], values: dict[str, Any], fields: set[str]) -> _M:
-    # What ``model_construct`` does for a complete, trusted field dict, minus its per-call
-    # default handling and field iteration: a full scan builds two models per row, and
-    # model_construct was the largest cost in the profile.
-    obj = _new(cls)
-    _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", fields)
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
 
 
 def _status(raw: dict[str, Any]) -> _ResourceStatus:
@@ -282,7 +272,7 @@ def event_from_row(
     status = body["status"]
     finalizers = body["finalizers"]
     deletion = body["deletion_requested_at"]
-    meta = _construct(
+    meta = construct_trusted(
         EventMetadata,
         {
             "generation": generation,
@@ -299,7 +289,7 @@ def event_from_row(
         },
         _META_FIELDS,
     )
-    return _construct(
+    return construct_trusted(
         Event,
         {
             "id": id,
