@@ -433,7 +433,7 @@ def _outcome(intent: Event, events: list[Event]) -> WaitResult | None:
         return None  # not admitted yet
     generation = events[index].metadata.generation
     after = events[index + 1 :]
-    failed = next(
+    failed_event = next(
         (
             e
             for e in after
@@ -443,19 +443,22 @@ def _outcome(intent: Event, events: list[Event]) -> WaitResult | None:
         ),
         None,
     )
+    failed = (
+        WaitResult(
+            intent,
+            False,
+            str(failed_event.data.get("reason", "ReconcileFailed")),
+            str(failed_event.data.get("message", "")),
+            state,
+            position,
+        )
+        if failed_event is not None
+        else None
+    )
     if intent.reason == "DeletionRequested":
         if any(e.category is Category.FACT and e.reason == "Deleted" for e in after):
             return WaitResult(intent, True, "Deleted", "deleted", state, position)
-        if failed is not None:
-            return WaitResult(
-                intent,
-                False,
-                str(failed.data.get("reason", "ReconcileFailed")),
-                str(failed.data.get("message", "")),
-                state,
-                position,
-            )
-        return None
+        return failed
     if not state.exists:
         return WaitResult(
             intent, False, "Deleted", "deleted before it became ready", state, position
@@ -469,16 +472,7 @@ def _outcome(intent: Event, events: list[Event]) -> WaitResult | None:
             return WaitResult(intent, False, ready.reason, ready.message, state, position)
     if status.phase == FAILED_PHASE and status.observed_generation >= generation:
         return WaitResult(intent, False, "Failed", status.message, state, position)
-    if failed is not None:
-        return WaitResult(
-            intent,
-            False,
-            str(failed.data.get("reason", "ReconcileFailed")),
-            str(failed.data.get("message", "")),
-            state,
-            position,
-        )
-    return None
+    return failed
 
 
 class _Driver:
