@@ -308,9 +308,6 @@ class PostgresEventStore(EventStore):
             rows = await self._send_alone(args)
         else:
             rows = await self._submit(evs, args)
-        if rows[0][0] == 0:  # appended: the common case, without another coroutine
-            self._doorbell.set()
-            return _recorded(rows, evs)
         return await self._appended(rows, evs, expected_version)
 
     async def _appended(
