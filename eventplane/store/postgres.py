@@ -115,10 +115,7 @@ def _decode_jsonb(value: bytes) -> Any:
 
 
 def _row_event(row: Sequence[Any]) -> Event:
-    return event_from_row(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
-        row[10], row[11], row[12], row[13], orjson.loads(memoryview(row[14])[1:]),
-    )  # fmt: skip
+    return event_from_row(row, orjson.loads(memoryview(row[14])[1:]))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -88,22 +88,13 @@ def _parse(value: str) -> datetime:
 def _row_event(row: Any) -> Event:
     causation = row[10]
     return event_from_row(
-        UUID(hex=row[0]),
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        UUID(hex=row[9]),
-        UUID(hex=causation) if causation is not None else None,
-        row[11],
-        _parse(row[12]),
-        _parse(row[13]),
+        (
+            UUID(hex=row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+            UUID(hex=row[9]), UUID(hex=causation) if causation is not None else None,
+            row[11], _parse(row[12]), _parse(row[13]), None,
+        ),
         orjson.loads(row[14]),
-    )
+    )  # fmt: skip
 
 
 async def connect_sqlite(path: str | Path) -> aiosqlite.Connection:
