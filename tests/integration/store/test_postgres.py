@@ -13,11 +13,14 @@ import pytest
 from sqlalchemy import text
 
 from eventplane.errors import ConcurrencyError, StoreUnavailableError, ValidationError
+from eventplane.event.model import Event
 from eventplane.projection.worker import create_read_model_engine
-from eventplane.store import EventStore, migrate, open_store, status
+from eventplane.store import ANY, NO_STREAM, EventStore, migrate, open_store, status
+from eventplane.store._common import prepare_batch
 from eventplane.store.migrations import default_sqls_dir
+from eventplane.store.postgres import _append_args
 from eventplane.store.tables import store_tables
-from tests.fixtures.postgres import with_database
+from tests.fixtures.postgres import migrated_database, with_database
 
 from .conftest import EventMaker
 
@@ -290,3 +293,98 @@ async def test_a_refused_lone_append_leaves_no_hole_in_the_positions(
     assert first.metadata.position is not None
     assert second.metadata.position == first.metadata.position + 1
     assert await pg_store.last_position() == second.metadata.position
+
+
+async def _append_in_transaction(admin: asyncpg.Connection, event: Event) -> None:
+    """Append ``event`` from ``admin``'s open transaction (the head lock is held to COMMIT)."""
+    [values] = prepare_batch([event], store_tenant=None, max_event_bytes=1 << 20)
+    args = _append_args([values], -1)
+    scalars = [*args[:4], *(column[0] for column in args[4:12]), values.body.decode()]
+    outcome = await admin.fetchval(
+        "SELECT outcome FROM eventplane_append_one("
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)",
+        *scalars,
+    )
+    assert outcome == 0
+
+
+async def test_an_append_overtaken_while_it_waits_for_the_position_lock_goes_on_top(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+) -> None:
+    """The one-statement first try reads the stream before the lock is granted; the
+    overtaking event takes its version, and the append is decided again on fresh data."""
+    mine, theirs = make_event(), make_event()
+    async with admin.transaction():
+        await _append_in_transaction(admin, theirs)
+        append = asyncio.create_task(pg_store.append([mine], expected_version=ANY))
+        await _backend_waiting_on_a_lock(admin, append)
+    [recorded] = await append
+    assert recorded.metadata.stream_version == 2
+    assert [e.id for e in await pg_store.read_stream(*mine.stream)] == [theirs.id, mine.id]
+
+
+async def test_an_overtaken_append_with_a_now_stale_version_raises_conflict(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+) -> None:
+    mine = make_event()
+    async with admin.transaction():
+        await _append_in_transaction(admin, make_event())
+        append = asyncio.create_task(pg_store.append([mine], expected_version=NO_STREAM))
+        await _backend_waiting_on_a_lock(admin, append)
+    with pytest.raises(ConcurrencyError) as caught:
+        await append
+    assert caught.value.actual == 1
+    assert [e.id for e in await pg_store.read_stream(*mine.stream)] != [mine.id]
+
+
+async def test_an_append_overtaken_by_the_same_event_returns_the_stored_record(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+) -> None:
+    event = make_event()
+    async with admin.transaction():
+        await _append_in_transaction(admin, event)
+        append = asyncio.create_task(pg_store.append([event], expected_version=NO_STREAM))
+        await _backend_waiting_on_a_lock(admin, append)
+    assert await append == await pg_store.read_stream(*event.stream)
+
+
+async def test_appends_never_scan_the_events_table_even_when_planned_on_a_small_one(
+    postgres_admin_url: str, make_event: EventMaker
+) -> None:
+    """The statements are prepared once per connection; planned while ANALYZE says the
+    table is tiny, they must still probe the indexes (else each append reads it whole)."""
+    async with migrated_database(postgres_admin_url, "eventplane_plan") as url:
+        async with open_store(url) as early:
+            for index in range(60):
+                await early.append([make_event(f"early-{index}")], expected_version=NO_STREAM)
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute("ANALYZE eventplane_events")
+            before = await _sequential_scans(admin)
+            async with open_store(url) as store:
+                for index in range(20):
+                    await store.append([make_event(f"late-{index}")], expected_version=NO_STREAM)
+            assert await _sequential_scans(admin) == before
+        finally:
+            await admin.close()
+
+
+async def _sequential_scans(admin: asyncpg.Connection) -> int:
+    """Sequential scans of the events table so far, once every other session has ended
+    (a backend flushes its statistics when it exits)."""
+    for _ in range(100):
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        others = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if others == 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the store's sessions did not end")
+    return int(
+        await admin.fetchval(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'eventplane_events'"
+        )
+    )
