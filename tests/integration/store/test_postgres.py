@@ -137,11 +137,14 @@ async def test_a_tenant_store_works_when_connected_as_the_application_role(
         await admin.execute(f"DROP ROLE {login}")
 
 
+@pytest.mark.parametrize("size", [1, 3], ids=["one event", "three events"])
 async def test_a_nul_character_is_refused_as_a_validation_error(
-    pg_store: EventStore, make_event: EventMaker
+    pg_store: EventStore, make_event: EventMaker, size: int
 ) -> None:
+    events = [make_event() for _ in range(size - 1)] + [make_event(data={"bad": "a\u0000b"})]
     with pytest.raises(ValidationError, match="NUL"):
-        await pg_store.append([make_event(data={"bad": "a\u0000b"})], expected_version=0)
+        await pg_store.append(events, expected_version=0)
+    assert await pg_store.read_stream(*events[0].stream) == []
 
 
 async def _backend_waiting_on_a_lock(admin: asyncpg.Connection, task: asyncio.Task[Any]) -> int:
@@ -295,57 +298,66 @@ async def test_a_refused_lone_append_leaves_no_hole_in_the_positions(
     assert await pg_store.last_position() == second.metadata.position
 
 
-async def _append_in_transaction(admin: asyncpg.Connection, event: Event) -> None:
-    """Append ``event`` from ``admin``'s open transaction (the head lock is held to COMMIT)."""
-    [values] = prepare_batch([event], store_tenant=None, max_event_bytes=1 << 20)
-    args = _append_args([values], -1)
-    scalars = [*args[:4], *(column[0] for column in args[4:12]), values.body.decode()]
+async def _append_in_transaction(admin: asyncpg.Connection, events: list[Event]) -> None:
+    """Append ``events`` from ``admin``'s open transaction (the head lock is held to COMMIT)."""
+    batch = prepare_batch(events, store_tenant=None, max_event_bytes=1 << 20)
+    args = _append_args(batch, -1)
     outcome = await admin.fetchval(
-        "SELECT outcome FROM eventplane_append_one("
-        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)",
-        *scalars,
+        "SELECT outcome FROM eventplane_append("
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text[]::jsonb[])",
+        *args[:12],
+        [v.body.decode() for v in batch],
     )
     assert outcome == 0
 
 
+# A lone append of one event and one of several take different first-try statements.
+batch_sizes = pytest.mark.parametrize("size", [1, 3], ids=["one event", "three events"])
+
+
+@batch_sizes
 async def test_an_append_overtaken_while_it_waits_for_the_position_lock_goes_on_top(
-    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker, size: int
 ) -> None:
     """The one-statement first try reads the stream before the lock is granted; the
     overtaking event takes its version, and the append is decided again on fresh data."""
-    mine, theirs = make_event(), make_event()
+    mine, theirs = [make_event() for _ in range(size)], make_event()
     async with admin.transaction():
-        await _append_in_transaction(admin, theirs)
-        append = asyncio.create_task(pg_store.append([mine], expected_version=ANY))
+        await _append_in_transaction(admin, [theirs])
+        append = asyncio.create_task(pg_store.append(mine, expected_version=ANY))
         await _backend_waiting_on_a_lock(admin, append)
-    [recorded] = await append
-    assert recorded.metadata.stream_version == 2
-    assert [e.id for e in await pg_store.read_stream(*mine.stream)] == [theirs.id, mine.id]
+    recorded = await append
+    assert [e.metadata.stream_version for e in recorded] == list(range(2, size + 2))
+    stream = await pg_store.read_stream(*theirs.stream)
+    assert [e.id for e in stream] == [theirs.id, *(e.id for e in mine)]
+    assert await pg_store.last_position() == stream[-1].metadata.position
 
 
+@batch_sizes
 async def test_an_overtaken_append_with_a_now_stale_version_raises_conflict(
-    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker, size: int
 ) -> None:
-    mine = make_event()
+    mine, theirs = [make_event() for _ in range(size)], make_event()
     async with admin.transaction():
-        await _append_in_transaction(admin, make_event())
-        append = asyncio.create_task(pg_store.append([mine], expected_version=NO_STREAM))
+        await _append_in_transaction(admin, [theirs])
+        append = asyncio.create_task(pg_store.append(mine, expected_version=NO_STREAM))
         await _backend_waiting_on_a_lock(admin, append)
     with pytest.raises(ConcurrencyError) as caught:
         await append
     assert caught.value.actual == 1
-    assert [e.id for e in await pg_store.read_stream(*mine.stream)] != [mine.id]
+    assert [e.id for e in await pg_store.read_stream(*theirs.stream)] == [theirs.id]
 
 
-async def test_an_append_overtaken_by_the_same_event_returns_the_stored_record(
-    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker
+@batch_sizes
+async def test_an_append_overtaken_by_the_same_events_returns_the_stored_records(
+    pg_store: EventStore, admin: asyncpg.Connection, make_event: EventMaker, size: int
 ) -> None:
-    event = make_event()
+    events = [make_event() for _ in range(size)]
     async with admin.transaction():
-        await _append_in_transaction(admin, event)
-        append = asyncio.create_task(pg_store.append([event], expected_version=NO_STREAM))
+        await _append_in_transaction(admin, events)
+        append = asyncio.create_task(pg_store.append(events, expected_version=NO_STREAM))
         await _backend_waiting_on_a_lock(admin, append)
-    assert await append == await pg_store.read_stream(*event.stream)
+    assert await append == await pg_store.read_stream(*events[0].stream)
 
 
 async def test_appends_never_scan_the_events_table_even_when_planned_on_a_small_one(
@@ -364,6 +376,8 @@ async def test_appends_never_scan_the_events_table_even_when_planned_on_a_small_
             async with open_store(url) as store:
                 for index in range(20):
                     await store.append([make_event(f"late-{index}")], expected_version=NO_STREAM)
+                    batch = [make_event(f"late-batch-{index}") for _ in range(3)]
+                    await store.append(batch, expected_version=NO_STREAM)
             assert await _sequential_scans(admin) == before
         finally:
             await admin.close()
