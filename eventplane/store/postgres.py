@@ -558,7 +558,7 @@ class PostgresEventStore(EventStore):
                 return []  # raced by a concurrent append: the append function decides
             # Otherwise only reachable for an id stored under a tenant this connection cannot
             # see (RLS hides it from the function's idempotency check).
-            raise DuplicateEventError(_first_id(exc, _ids(params))) from exc
+            raise DuplicateEventError(_first_id(exc, _ids(sql, params))) from exc
         except asyncpg.exceptions.DataError as exc:
             if sql in _FIRST_TRIES:
                 return []  # the append function raises it again, with its usual message
@@ -918,9 +918,12 @@ def _first_id(exc: BaseException, ids: Sequence[UUID]) -> object:
     return ids[0]
 
 
-def _ids(params: Sequence[Any]) -> list[UUID]:
-    """The event ids in an append statement's parameters (column 5 of every 13; a UUID
-    itself for ``eventplane_append_one``, else an array of them)."""
+def _ids(sql: str, params: Sequence[Any]) -> list[UUID]:
+    """The event ids in an append statement's parameters: ``eventplane_append_many``'s
+    sixth column, else column 5 of every 13 (a UUID itself for ``eventplane_append_one``,
+    an array of them for ``eventplane_append``)."""
+    if sql is _APPEND_MANY_SQL:
+        return list(params[5])
     ids: list[UUID] = []
     for k in range(4, len(params), 13):
         ids.extend([params[k]] if isinstance(params[k], UUID) else params[k])

@@ -12,7 +12,12 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from eventplane.errors import ConcurrencyError, StoreUnavailableError, ValidationError
+from eventplane.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    StoreUnavailableError,
+    ValidationError,
+)
 from eventplane.event.model import Event
 from eventplane.projection.worker import create_read_model_engine
 from eventplane.store import ANY, NO_STREAM, EventStore, migrate, open_store, status
@@ -132,6 +137,42 @@ async def test_a_tenant_store_works_when_connected_as_the_application_role(
             assert await scoped.read_all() == [stored]
             await scoped.save_checkpoint(f"relay-{tenant}", 1)
             assert await scoped.acquire_lease(f"relay-{tenant}", "me", ttl=60)
+    finally:
+        await admin.execute(f"DROP OWNED BY {login}")
+        await admin.execute(f"DROP ROLE {login}")
+
+
+async def test_an_id_stored_under_another_tenant_is_a_duplicate_alone_and_in_a_group_commit(
+    postgres_url: str,
+    pg_store: EventStore,
+    admin: asyncpg.Connection,
+    make_event: EventMaker,
+    tenant: str,
+) -> None:
+    """Row-level security hides the other tenant's row from the idempotency probe, so only
+    the primary key catches the id; the error must still name it and pin it to its caller."""
+    [theirs] = await pg_store.append([make_event(tenant=f"{tenant}-other")], expected_version=0)
+    login = f"ep_{tenant.replace('-', '_')}"
+    await admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE eventplane_app")
+    try:
+        await admin.execute(f"ALTER ROLE {login} SET role = 'eventplane_app'")
+        url = postgres_url.replace("postgresql://postgres@", f"postgresql://{login}@")
+        async with open_store(url, tenant=tenant) as scoped:
+            stolen = make_event("stolen", id=theirs.id)
+            with pytest.raises(DuplicateEventError) as alone:
+                await scoped.append([stolen], expected_version=0)
+            assert alone.value.event_id == theirs.id
+            # One append in flight, the next two queue and go out as one group statement.
+            first, grouped, honest = await asyncio.gather(
+                scoped.append([make_event("first")], expected_version=0),
+                scoped.append([stolen], expected_version=0),
+                scoped.append([make_event("honest")], expected_version=0),
+                return_exceptions=True,
+            )
+            assert isinstance(grouped, DuplicateEventError)
+            assert grouped.event_id == theirs.id
+            assert isinstance(first, list) and isinstance(honest, list)
+            assert [e.name for e in await scoped.read_all()] == ["first", "honest"]
     finally:
         await admin.execute(f"DROP OWNED BY {login}")
         await admin.execute(f"DROP ROLE {login}")
