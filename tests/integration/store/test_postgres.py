@@ -171,7 +171,8 @@ async def test_an_id_stored_under_another_tenant_is_a_duplicate_alone_and_in_a_g
             )
             assert isinstance(grouped, DuplicateEventError)
             assert grouped.event_id == theirs.id
-            assert isinstance(first, list) and isinstance(honest, list)
+            assert isinstance(first, list)
+            assert isinstance(honest, list)
             assert [e.name for e in await scoped.read_all()] == ["first", "honest"]
     finally:
         await admin.execute(f"DROP OWNED BY {login}")
