@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -875,8 +876,36 @@ def _append_args(batch: Sequence[EventValues], expected: int) -> tuple[Any, ...]
         [m.causation_id for m in metas],
         [m.generation for m in metas],
         [m.occurred_at for m in metas],
-        [v.body for v in batch],
+        [_jsonb_exact(v.body) for v in batch],
     )
+
+
+# jsonb keeps a number as numeric, which forgets how it was written: a float that orjson
+# writes with an exponent (``1e+17``, from 1e16 up, where repr switches to one) is read
+# back as the integer ``100000000000000000`` — for orjson an int up to 64 bits, past them
+# a float again. So an event would not read back equal, and an honest retry of it would be
+# refused as a DuplicateEventError. Those floats are written positionally with ``.0``
+# instead: numeric then keeps a scale and prints it, and the value reads back a float.
+# The scan is one regex pass in C; only a body that matches is decoded and re-encoded.
+_EXPONENT_FLOAT = re.compile(rb"[0-9]e\+1[6-9](?![0-9])")
+
+
+def _jsonb_exact(body: bytes) -> bytes:
+    """``body`` as jsonb will give it back exactly (see _EXPONENT_FLOAT)."""
+    if _EXPONENT_FLOAT.search(body) is None:
+        return body
+    return orjson.dumps(_positional_floats(orjson.loads(body)))
+
+
+def _positional_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        # Every float from 1e16 up is integral (2**53 < 1e16), so %d loses nothing.
+        return orjson.Fragment(b"%d.0" % value) if 1e16 <= abs(value) < 1e20 else value
+    if isinstance(value, dict):
+        return {key: _positional_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_positional_floats(item) for item in value]
+    return value
 
 
 def _batch_doc(args: tuple[Any, ...]) -> bytes | None:
