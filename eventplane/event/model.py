@@ -73,7 +73,11 @@ Kind = Annotated[str, Field(pattern=KIND_RE.pattern, max_length=63)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_timedelta="float")
+    # NaN and the infinities are not JSON: every encoder (the stores' bodies, CloudEvents)
+    # would write them as null, and the event would read back as something else.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_timedelta="float", allow_inf_nan=False
+    )
 
 
 class Condition(_Frozen):
