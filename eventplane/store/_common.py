@@ -146,7 +146,20 @@ def prepare_batch(
                 [FieldError(f"events[{index}].id", f"{event.id} appears twice")],
             )
         seen.add(event.id)
-        body = json_dumps(_body(event))
+        try:
+            body = json_dumps(_body(event))
+        except TypeError as exc:  # orjson.JSONEncodeError: nothing JSON can carry exactly
+            raise ValidationError(
+                "an event cannot be stored",
+                [
+                    FieldError(
+                        f"events[{index}]",
+                        f"event {event.id} ({event.type}): {exc}",
+                        "keep integers within 64 bits (send larger ones as strings) and "
+                        "nesting under 255 levels",
+                    )
+                ],
+            ) from exc
         if len(body) + _HEADER_ALLOWANCE > max_event_bytes:
             size = len(encode(event))
             if size > max_event_bytes:

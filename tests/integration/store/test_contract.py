@@ -325,6 +325,17 @@ async def test_numbers_keep_their_type_and_a_retry_of_them_stays_idempotent(
     assert await store.append(events, expected_version=ANY) == stored
 
 
+async def test_an_integer_past_64_bits_is_refused_naming_the_event_and_writes_nothing(
+    store: EventStore, make_event: EventMaker
+) -> None:
+    events = [make_event(), make_event(data={"huge": 2**70})]
+    with pytest.raises(ValidationError, match="64-bit") as caught:
+        await store.append(events, expected_version=NO_STREAM)
+    assert caught.value.errors[0].path == "events[1]"
+    assert str(events[1].id) in caught.value.errors[0].message
+    assert await store.read_stream(*events[0].stream) == []
+
+
 # Stored text cannot hold NUL on PostgreSQL (refused as a ValidationError, tested there).
 _storable_events = events(recorded=False).filter(
     lambda e: "\\u0000" not in e.model_dump_json() and "\x00" not in e.model_dump_json()
