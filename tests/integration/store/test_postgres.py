@@ -20,7 +20,15 @@ from eventplane.errors import (
 )
 from eventplane.event.model import Event
 from eventplane.projection.worker import create_read_model_engine
-from eventplane.store import ANY, NO_STREAM, EventStore, migrate, open_store, status
+from eventplane.store import (
+    ANY,
+    NO_STREAM,
+    EventFilter,
+    EventStore,
+    migrate,
+    open_store,
+    status,
+)
 from eventplane.store._common import prepare_batch
 from eventplane.store.migrations import default_sqls_dir
 from eventplane.store.postgres import _append_args
@@ -423,6 +431,51 @@ async def test_appends_never_scan_the_events_table_even_when_planned_on_a_small_
             assert await _sequential_scans(admin) == before
         finally:
             await admin.close()
+
+
+async def test_reads_on_a_large_history_touch_only_the_rows_they_return(
+    postgres_admin_url: str, make_event: EventMaker, tenant: str
+) -> None:
+    """20,000 events: the tenant's one stream first, then 199 streams of another tenant.
+    Every read the store offers must be an index probe or an ordered index range that
+    stops at its rows — none may wade through the other tenant's history."""
+    other = f"{tenant}-other"
+    async with migrated_database(postgres_admin_url, "eventplane_reads") as url:
+        async with open_store(url) as store:
+            mine = await store.append([make_event("mine") for _ in range(100)], expected_version=0)
+            for index in range(199):
+                batch = [make_event(f"s-{index}", tenant=other) for _ in range(100)]
+                await store.append(batch, expected_version=NO_STREAM)
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute("ANALYZE eventplane_events")
+            scans_before, rows_before = await _table_reads(admin)
+            async with open_store(url) as system, open_store(url, tenant=tenant) as scoped:
+                stream = await system.read_stream(tenant, "Organization", "mine", from_version=50)
+                assert stream == mine[50:]
+                assert len(await system.read_all(after=12_345, limit=100)) == 100
+                assert await scoped.read_all(after=50, limit=100) == mine[50:]
+                requested = EventFilter(types=("Organization.Requested",))
+                assert await scoped.read_all(after=0, limit=10, filter=requested) == mine[:10]
+                assert await system.last_position() == 20_000
+                assert await scoped.last_position() == 100
+                assert await scoped.get_event(mine[7].id) == mine[7]
+            scans, rows = await _table_reads(admin)
+            assert scans == scans_before
+            # The reads return 271 rows; reading through the other tenant would be ~40,000.
+            assert rows - rows_before < 1_000
+        finally:
+            await admin.close()
+
+
+async def _table_reads(admin: asyncpg.Connection) -> tuple[int, int]:
+    """(sequential scans, rows read by scans and index fetches) of the events table."""
+    scans = await _sequential_scans(admin)
+    rows = await admin.fetchval(
+        "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables "
+        "WHERE relname = 'eventplane_events'"
+    )
+    return scans, int(rows)
 
 
 async def _sequential_scans(admin: asyncpg.Connection) -> int:
