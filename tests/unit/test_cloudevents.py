@@ -12,11 +12,10 @@ from cloudevents.core.formats.json import JSONFormat
 from hypothesis import given, settings
 
 from eventplane.errors import PayloadTooLargeError, ValidationError
-from eventplane.event import EventFactory
 from eventplane.event.cloudevents import CONTENT_TYPE, decode, encode, to_cloudevent
 from eventplane.event.model import Event
-from eventplane.security import DEV_ACTOR
 from tests.strategies import events
+from tests.unit.simulate import org_intent
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "cloudevents.json"
 VENDORED_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "cloudevents.json"
@@ -122,12 +121,6 @@ def test_decode_rejects_a_bad_sequence_as_a_validation_error(
 @pytest.mark.parametrize("field", ["data", "spec"])
 def test_an_event_refuses_numbers_that_json_cannot_carry(number: float, field: str) -> None:
     """orjson would write them as null: the stored or published event would differ."""
-    event = EventFactory.from_intent(
-        {"display_name": "Acme", "plan": "pro", "owners": ["a@b.example"]},
-        kind="Organization",
-        tenant="default",
-        name="acme",
-        actor=DEV_ACTOR,
-    )
+    event = org_intent()
     with pytest.raises(pydantic.ValidationError, match="finite number"):
         Event.model_validate({**event.model_dump(), field: {"nested": [1, {"x": number}]}})

@@ -131,60 +131,55 @@ async def test_row_level_security_confines_the_application_role_to_its_tenant(
             )
 
 
-async def test_a_tenant_store_works_when_connected_as_the_application_role(
-    postgres_url: str, admin: asyncpg.Connection, make_event: EventMaker, tenant: str
-) -> None:
-    # A login role that is a member of eventplane_app: what production connects as.
+@pytest.fixture
+async def app_role_url(
+    postgres_url: str, admin: asyncpg.Connection, tenant: str
+) -> AsyncIterator[str]:
+    """The database's URL as a login role that is a member of eventplane_app: what
+    production connects as (row-level security applies; superusers bypass it)."""
     login = f"ep_{tenant.replace('-', '_')}"
     await admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE eventplane_app")
     try:
         await admin.execute(f"ALTER ROLE {login} SET role = 'eventplane_app'")
-        url = postgres_url.replace("postgresql://postgres@", f"postgresql://{login}@")
-        async with open_store(url, tenant=tenant) as scoped:
-            [stored] = await scoped.append([make_event()], expected_version=0)
-            assert await scoped.read_all() == [stored]
-            await scoped.save_checkpoint(f"relay-{tenant}", 1)
-            assert await scoped.acquire_lease(f"relay-{tenant}", "me", ttl=60)
+        yield postgres_url.replace("postgresql://postgres@", f"postgresql://{login}@")
     finally:
         await admin.execute(f"DROP OWNED BY {login}")
         await admin.execute(f"DROP ROLE {login}")
 
 
+async def test_a_tenant_store_works_when_connected_as_the_application_role(
+    app_role_url: str, make_event: EventMaker, tenant: str
+) -> None:
+    async with open_store(app_role_url, tenant=tenant) as scoped:
+        [stored] = await scoped.append([make_event()], expected_version=0)
+        assert await scoped.read_all() == [stored]
+        await scoped.save_checkpoint(f"relay-{tenant}", 1)
+        assert await scoped.acquire_lease(f"relay-{tenant}", "me", ttl=60)
+
+
 async def test_an_id_stored_under_another_tenant_is_a_duplicate_alone_and_in_a_group_commit(
-    postgres_url: str,
-    pg_store: EventStore,
-    admin: asyncpg.Connection,
-    make_event: EventMaker,
-    tenant: str,
+    app_role_url: str, pg_store: EventStore, make_event: EventMaker, tenant: str
 ) -> None:
     """Row-level security hides the other tenant's row from the idempotency probe, so only
     the primary key catches the id; the error must still name it and pin it to its caller."""
     [theirs] = await pg_store.append([make_event(tenant=f"{tenant}-other")], expected_version=0)
-    login = f"ep_{tenant.replace('-', '_')}"
-    await admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE eventplane_app")
-    try:
-        await admin.execute(f"ALTER ROLE {login} SET role = 'eventplane_app'")
-        url = postgres_url.replace("postgresql://postgres@", f"postgresql://{login}@")
-        async with open_store(url, tenant=tenant) as scoped:
-            stolen = make_event("stolen", id=theirs.id)
-            with pytest.raises(DuplicateEventError) as alone:
-                await scoped.append([stolen], expected_version=0)
-            assert alone.value.event_id == theirs.id
-            # One append in flight, the next two queue and go out as one group statement.
-            first, grouped, honest = await asyncio.gather(
-                scoped.append([make_event("first")], expected_version=0),
-                scoped.append([stolen], expected_version=0),
-                scoped.append([make_event("honest")], expected_version=0),
-                return_exceptions=True,
-            )
-            assert isinstance(grouped, DuplicateEventError)
-            assert grouped.event_id == theirs.id
-            assert isinstance(first, list)
-            assert isinstance(honest, list)
-            assert [e.name for e in await scoped.read_all()] == ["first", "honest"]
-    finally:
-        await admin.execute(f"DROP OWNED BY {login}")
-        await admin.execute(f"DROP ROLE {login}")
+    async with open_store(app_role_url, tenant=tenant) as scoped:
+        stolen = make_event("stolen", id=theirs.id)
+        with pytest.raises(DuplicateEventError) as alone:
+            await scoped.append([stolen], expected_version=0)
+        assert alone.value.event_id == theirs.id
+        # One append in flight, the next two queue and go out as one group statement.
+        first, grouped, honest = await asyncio.gather(
+            scoped.append([make_event("first")], expected_version=0),
+            scoped.append([stolen], expected_version=0),
+            scoped.append([make_event("honest")], expected_version=0),
+            return_exceptions=True,
+        )
+        assert isinstance(grouped, DuplicateEventError)
+        assert grouped.event_id == theirs.id
+        assert isinstance(first, list)
+        assert isinstance(honest, list)
+        assert [e.name for e in await scoped.read_all()] == ["first", "honest"]
 
 
 @pytest.mark.parametrize("size", [1, 3], ids=["one event", "three events"])
