@@ -8,7 +8,9 @@ Design points:
 
 - **One round trip per append.** ``eventplane_append(...)`` (sqls/0001) does the
   idempotency check, the version check, position assignment, the insert and the NOTIFY
-  doorbell; the batch travels as column arrays, the bodies pre-encoded by orjson.
+  doorbell; the batch travels as column arrays, the bodies pre-encoded by orjson. A lone
+  append first tries the same work as one plain statement (one event as scalars, a batch
+  as one jsonb document) and falls back to the function only when that wrote nothing.
 - **Global order without skips.** The append function first locks the single
   ``eventplane_head`` row and holds the lock until the transaction ends; positions are
   assigned from that row while the lock is held. So position N+1 cannot be handed out
