@@ -914,7 +914,7 @@ def _positional_floats(value: Any) -> Any:
 def _batch_doc(args: tuple[Any, ...]) -> bytes | None:
     """The batch in ``eventplane_append``'s parameters as the first try's JSON document:
     one array per event, in eventplane_append's column order, bodies embedded as encoded.
-    None when orjson cannot write a value exactly (e.g. an int past 64 bits) or the
+    None when orjson cannot write a value (a generation past 64 bits) or the
     document is too large: eventplane_append then takes the batch as typed arrays."""
     try:
         doc = orjson.dumps(
