@@ -337,9 +337,7 @@ async def test_an_integer_past_64_bits_is_refused_naming_the_event_and_writes_no
 
 
 # Stored text cannot hold NUL on PostgreSQL (refused as a ValidationError, tested there).
-_storable_events = events(recorded=False).filter(
-    lambda e: "\\u0000" not in e.model_dump_json() and "\x00" not in e.model_dump_json()
-)
+_storable_events = events(recorded=False).filter(lambda e: "\\u0000" not in e.model_dump_json())
 
 
 @settings(

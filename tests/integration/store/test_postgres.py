@@ -182,7 +182,11 @@ async def test_an_id_stored_under_another_tenant_is_a_duplicate_alone_and_in_a_g
         assert [e.name for e in await scoped.read_all()] == ["first", "honest"]
 
 
-@pytest.mark.parametrize("size", [1, 3], ids=["one event", "three events"])
+# A lone append of one event and one of several take different first-try statements.
+batch_sizes = pytest.mark.parametrize("size", [1, 3], ids=["one event", "three events"])
+
+
+@batch_sizes
 async def test_a_nul_character_is_refused_as_a_validation_error(
     pg_store: EventStore, make_event: EventMaker, size: int
 ) -> None:
@@ -354,10 +358,6 @@ async def _append_in_transaction(admin: asyncpg.Connection, events: list[Event])
         [v.body.decode() for v in batch],
     )
     assert outcome == 0
-
-
-# A lone append of one event and one of several take different first-try statements.
-batch_sizes = pytest.mark.parametrize("size", [1, 3], ids=["one event", "three events"])
 
 
 @batch_sizes
